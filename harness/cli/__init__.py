@@ -37,9 +37,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from harness.cli import data, generate, ls, plan, report, run, schema, score, validate
+    from harness.cli import check, data, generate, ls, plan, report, run, schema, score, validate
 
-    for module in (run, plan, validate, ls, report, schema, generate, score, data):
+    for module in (run, plan, validate, ls, report, check, schema, generate, score, data):
         module.register(app)
     try:
         from harness.cli.organism import app as organism_app
