@@ -32,11 +32,11 @@ def check(
         extra = f", {result.skipped} skipped" if result.skipped else ""
         extra += f", {result.new_rows} new rows not in the baseline" if result.new_rows else ""
         console.print(f"OK: {result.compared} rows compared with {baseline}, none got worse beyond tolerance{extra}",
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
         return
     console.print(_failure_table(result, baseline))
     console.print(f"FAILED: {len(result.failures)} of {result.compared} rows compared got worse or are missing",
-                  markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -46,7 +46,7 @@ def _failure_table(result: GateResult, baseline: Path) -> Table:
 
     table = Table(title=escape(f"regressions against {baseline}"))
     for name in ("model", "attack", "defense", "benchmark", "scorer", "metric"):
-        table.add_column(name)
+        table.add_column(name, overflow="fold")
     for name in ("baseline", "now", "Δ", "tolerance"):
         table.add_column(name, justify="right")
     table.add_column("why")
@@ -55,7 +55,8 @@ def _failure_table(result: GateResult, baseline: Path) -> Table:
         return "-" if v is None else f"{v:.3f}"
 
     for c in result.failures:
-        why = {"regressed": c.direction, "missing": "row missing in the run",
+        moved = {"higher is worse": "went up", "lower is worse": "went down"}.get(c.direction, "moved")
+        why = {"regressed": f"{moved} ({c.direction})", "missing": "missing in the run",
                "no value": "nothing scored in the run"}[c.status]
         delta = "-" if c.delta is None else f"{c.delta:+.3f}"
         table.add_row(*(escape(k) for k in c.key), num(c.baseline), num(c.current), delta, f"{c.tolerance:g}", why)
