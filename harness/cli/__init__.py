@@ -37,9 +37,21 @@ def _root(
 
 
 def _register_commands() -> None:
-    from harness.cli import check, data, generate, ls, plan, report, run, schema, score, validate
+    from harness.cli import (
+        check,
+        data,
+        generate,
+        kl,
+        ls,
+        plan,
+        report,
+        run,
+        schema,
+        score,
+        validate,
+    )
 
-    for module in (run, plan, validate, ls, report, check, schema, generate, score, data):
+    for module in (run, plan, validate, ls, report, check, schema, generate, score, data, kl):
         module.register(app)
     try:
         from harness.cli.organism import app as organism_app
