@@ -1,6 +1,8 @@
-"""Run outputs rebuilt from stored files only: per-sample views, leaderboards, report.md.
+"""Run outputs rebuilt from stored files only: per-sample views, leaderboards, report.md
+(report.html is drawn by ``harness.report_html`` from the same rows).
 
 Nothing here loads a model: ``ftsafety report RUN_DIR`` works on a laptop from a copied run.
+The CSV columns are a contract (docs/leaderboard.md): new information arrives as new metric rows.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def _fmt(v: Any) -> Any:
 
 
 def leaderboard_rows(run_dir: Path, store: ArtifactStore | None = None, *, copy_views: bool = True) -> list[dict[str, Any]]:
-    """One row per (cell, benchmark, scorer, metric) from the stored generations and scores."""
+    """One row per (cell, benchmark, scorer, metric) from the stored generations and scores,
+    plus the screening counts of cells whose defense screens (benchmark ``train-data``)."""
     from evals.metrics import metrics_for_scored_rows
 
     store = store or store_for(run_dir)
@@ -56,7 +59,10 @@ def leaderboard_rows(run_dir: Path, store: ArtifactStore | None = None, *, copy_
     rows: list[dict[str, Any]] = []
     for rec in cell_records(run_dir):
         stages = rec["stages"]
+        ident = {"run": run, "model": rec["model"], "attack": rec["attack"], "defense": rec["defense"], "seed": rec["seed"]}
         for _slot, st in sorted(stages.items()):
+            if st["stage"] == "screen" and store.is_complete("screen", st["key"]):
+                rows.extend(ident | r | {"cell_id": rec["cell_id"]} for r in _screen_metrics(store, st["key"]))
             if st["stage"] != "score" or not store.is_complete("score", st["key"]):
                 continue
             gen = stages.get(f"generate/{st['benchmark']}")
@@ -69,13 +75,31 @@ def leaderboard_rows(run_dir: Path, store: ArtifactStore | None = None, *, copy_
                 write_jsonl(run_dir / "generations" / f"{base}.jsonl", gen_rows)
                 write_jsonl(run_dir / "scores" / f"{base}__{st['scorer']}.jsonl", score_rows)
             for m in metrics_for_scored_rows(gen_rows, score_rows):
-                rows.append({
-                    "run": run, "model": rec["model"], "attack": rec["attack"], "defense": rec["defense"],
-                    "seed": rec["seed"], "benchmark": st["benchmark"], "scorer": st["scorer"],
+                rows.append(ident | {
+                    "benchmark": st["benchmark"], "scorer": st["scorer"],
                     "metric": m.name, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
                     "n": m.n, "unscored": m.unscored, "cell_id": rec["cell_id"],
                 })
     return rows
+
+
+#: Leaderboard rows for the screening stage: benchmark and scorer names (docs/leaderboard.md).
+TRAIN_DATA_BENCHMARK, SCREEN_SCORER = "train-data", "screen"
+
+
+def _screen_metrics(store: ArtifactStore, key: str) -> list[dict[str, Any]]:
+    """``screen_kept``/``screen_dropped`` from a screen artifact's counts.json: value = count,
+    n = kept + dropped, no interval (a count, not an estimate), unscored 0."""
+    path = store.path("screen", key) / "counts.json"
+    if not path.exists():
+        return []
+    counts = read_json(path)
+    kept, dropped = int(counts.get("kept", 0)), int(counts.get("dropped", 0))
+    return [
+        {"benchmark": TRAIN_DATA_BENCHMARK, "scorer": SCREEN_SCORER, "metric": f"screen_{name}", "value": value,
+         "ci_low": None, "ci_high": None, "n": kept + dropped, "unscored": 0}
+        for name, value in (("kept", kept), ("dropped", dropped))
+    ]
 
 
 AGREEMENT_COLUMNS = ["run", "model", "attack", "defense", "seed", "benchmark", "axis", "scorer_a", "scorer_b",
@@ -123,8 +147,16 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def write_run_outputs(run_dir: Path, store: ArtifactStore | None = None) -> tuple[Path, Path]:
-    """Write leaderboard.csv, leaderboard_summary.csv and report.md; returns the CSV paths."""
+def write_run_outputs(
+    run_dir: Path, store: ArtifactStore | None = None, *, redact: bool = False, html: bool = True
+) -> tuple[Path, Path]:
+    """Write leaderboard.csv, leaderboard_summary.csv, agreement.csv, report.md and (unless
+    ``html`` is False) report.html with figures/; returns the CSV paths.
+
+    ``redact`` replaces completions any scorer labelled harmful with ``REDACTED`` in the
+    reports' sample drill-downs (the raw JSONL files keep them: they are the record).
+    """
+    store = store or store_for(run_dir)
     rows = leaderboard_rows(run_dir, store)
     rows.sort(key=lambda r: (r["model"], r["attack"], r["defense"], r["seed"], r["benchmark"], r["scorer"], r["metric"]))
     summary = summary_rows(rows)
@@ -133,11 +165,100 @@ def write_run_outputs(run_dir: Path, store: ArtifactStore | None = None) -> tupl
     atomic_write_text(sm, _csv(summary, SUMMARY_COLUMNS))
     agreement = agreement_rows(run_dir, store)
     atomic_write_text(run_dir / "agreement.csv", _csv(agreement, AGREEMENT_COLUMNS))
-    atomic_write_text(run_dir / "report.md", _report_md(run_dir.name, summary, agreement))
+    samples = sample_drilldown(run_dir, store, cap=MD_SAMPLES_PER_CELL, redact=redact)
+    atomic_write_text(run_dir / "report.md", _report_md(run_dir.name, summary, agreement, samples, redact=redact))
+    if html:
+        from harness.report_html import write_report_html
+
+        write_report_html(run_dir, store, rows=rows, summary=summary, agreement=agreement, redact=redact)
     return lb, sm
 
 
-def _report_md(name: str, summary: list[dict[str, Any]], agreement: list[dict[str, Any]]) -> str:
+# ----------------------------------------------------------------------------- sample drill-down
+
+#: What a redacted completion shows instead of its text.
+REDACTED = "[redacted: harmful completion]"
+#: Samples shown per (cell, benchmark): report.html shows more than report.md.
+HTML_SAMPLES_PER_CELL = 20
+MD_SAMPLES_PER_CELL = 3
+
+
+def _label_text(row: dict[str, Any]) -> str:
+    """One scorer's verdict in words: ``harmful, refused``; ``unscored`` when it could not decide."""
+    if (row.get("status") or "ok") != "ok":
+        return "unscored"
+    parts = []
+    for axis, yes, no in (("harmful", "harmful", "harmless"), ("refused", "refused", "complied"), ("correct", "correct", "wrong")):
+        if row.get(axis) is not None:
+            parts.append(yes if row[axis] else no)
+    if row.get("score") is not None:
+        parts.append(f"score {float(row['score']):g}")
+    return ", ".join(parts) or "-"
+
+
+def sample_drilldown(run_dir: Path, store: ArtifactStore | None = None, *, cap: int = HTML_SAMPLES_PER_CELL,
+                     redact: bool = False) -> list[dict[str, Any]]:
+    """The first ``cap`` samples of every (cell, benchmark) with every scorer's labels.
+
+    The first samples rather than a random or "interesting" pick: every cell shows the same
+    prompts, so cells compare side by side. ``harmful`` marks a sample any scorer labelled
+    harmful; with ``redact`` its continuation (and prefix, if any) is replaced by ``REDACTED``.
+    """
+    store = store or store_for(run_dir)
+    out = []
+    for rec in cell_records(run_dir):
+        benches = []
+        stages = rec["stages"]
+        for _slot, gen in sorted(stages.items()):
+            if gen["stage"] != "generate" or not store.is_complete("generate", gen["key"]):
+                continue
+            gen_rows = read_jsonl(store.path("generate", gen["key"]) / "generations.jsonl")
+            labels: dict[str, dict[str, dict[str, Any]]] = {}  # scorer -> sample_id -> score row
+            for st in stages.values():
+                if st["stage"] == "score" and st["benchmark"] == gen["benchmark"] and store.is_complete("score", st["key"]):
+                    rows = read_jsonl(store.path("score", st["key"]) / "scores.jsonl")
+                    labels[st["scorer"]] = {r["sample_id"]: r for r in rows}
+            scorers = sorted(labels)
+            samples = []
+            for row in gen_rows[:cap]:
+                sid = row.get("sample_id")
+                by_scorer = {s: labels[s].get(sid) for s in scorers}
+                harmful = any(r is not None and r.get("harmful") is True for r in by_scorer.values())
+                hidden = redact and harmful
+                samples.append({
+                    "sample_id": sid, "prompt": row.get("prompt", ""),
+                    # The prefix is part of the judged response (a prefill can itself be harmful).
+                    "prefix": (REDACTED if row.get("prefix") else "") if hidden else row.get("prefix") or "",
+                    "continuation": REDACTED if hidden else row.get("continuation", ""), "redacted": hidden,
+                    "harmful": harmful, "truncated": bool(row.get("truncated")), "blocked": bool(row.get("blocked")),
+                    "labels": {s: ("not scored" if r is None else _label_text(r)) for s, r in by_scorer.items()},
+                })
+            benches.append({"benchmark": gen["benchmark"], "total": len(gen_rows), "scorers": scorers, "samples": samples})
+        if benches:
+            out.append({k: rec[k] for k in ("cell_id", "model", "attack", "defense", "seed")} | {"benchmarks": benches})
+    return out
+
+
+def training_logs(run_dir: Path, store: ArtifactStore | None = None) -> list[dict[str, Any]]:
+    """Each training cell's loss per step, from its train artifact's ``train_log.jsonl``."""
+    store = store or store_for(run_dir)
+    out = []
+    for rec in cell_records(run_dir):
+        for st in rec["stages"].values():
+            if st["stage"] != "train" or not store.is_complete("train", st["key"]):
+                continue
+            path = store.path("train", st["key"]) / "train_log.jsonl"
+            steps = [(int(r["step"]), float(r["loss"])) for r in (read_jsonl(path) if path.exists() else [])
+                     if r.get("loss") is not None and r.get("step") is not None]
+            summary_path = store.path("train", st["key"]) / "train_summary.json"
+            summary = read_json(summary_path) if summary_path.exists() else {}
+            out.append({k: rec[k] for k in ("cell_id", "model", "attack", "defense", "seed")}
+                       | {"steps": steps, "summary": {k: v for k, v in summary.items() if k != "chat_template"}})
+    return out
+
+
+def _report_md(name: str, summary: list[dict[str, Any]], agreement: list[dict[str, Any]],
+               samples: list[dict[str, Any]] | None = None, *, redact: bool = False) -> str:
     lines = [f"# ftsafety run `{name}`", "", "| model | attack | defense | benchmark | scorer | metric | mean | 95% CI | seeds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in summary:
@@ -152,7 +273,31 @@ def _report_md(name: str, summary: list[dict[str, Any]], agreement: list[dict[st
         for a in agreement:
             lines.append(f"| {a['model']} | {a['attack']} | {a['defense']} | {a['seed']} | {a['benchmark']} | {a['axis']} | "
                          f"{a['scorer_a']} vs {a['scorer_b']} | {a['n']} | {_num(a['agreement'])} | {_num(a['kappa'])} |")
+    if samples:
+        lines += ["", "## Samples", "",
+                  f"The first {MD_SAMPLES_PER_CELL} samples of each cell and benchmark (report.html shows "
+                  f"{HTML_SAMPLES_PER_CELL}; the JSONL files under generations/ and scores/ have all)."
+                  + (" Completions a scorer labelled harmful are redacted." if redact else "")]
+        for cell in samples:
+            for bench in cell["benchmarks"]:
+                lines += ["", f"### {_md(cell['cell_id'])} · {_md(bench['benchmark'])}", "",
+                          "| sample | prompt | prefix | continuation | labels |", "|---|---|---|---|---|"]
+                for smp in bench["samples"]:
+                    labels = "; ".join(f"{s}: {v}" for s, v in smp["labels"].items())
+                    lines.append(f"| {_md(smp['sample_id'])} | {_md(smp['prompt'])} | {_md(smp['prefix'])} | "
+                                 f"{_md(smp['continuation'])} | {_md(labels)} |")
     return "\n".join(lines) + "\n"
+
+
+def _md(text: Any, limit: int = 300) -> str:
+    """Model output made inert in a Markdown table cell: HTML-escaped (Markdown renders raw
+    HTML), pipes escaped, newlines as <br>, long text clipped."""
+    import html
+
+    text = "" if text is None else str(text)
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return html.escape(text).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
 
 
 def _num(v: Any) -> str:
@@ -199,4 +344,5 @@ def print_summary(run_dir: Path, console: Console) -> None:
     for key in sorted(cells):
         table.add_row(*(escape(k) for k in key), *(cells[key].get(col, "") for col in columns))
     console.print(table)
-    console.print(f"leaderboard: {run_dir / 'leaderboard.csv'}  summary: {path}  report: {run_dir / 'report.md'}")
+    html = f", {run_dir / 'report.html'}" if (run_dir / "report.html").exists() else ""
+    console.print(f"leaderboard: {run_dir / 'leaderboard.csv'}  summary: {path}  report: {run_dir / 'report.md'}{html}")
