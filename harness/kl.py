@@ -38,6 +38,9 @@ from harness.plugins import EvalPrompt
 #: is only "Sure, here is ..."): auto-detected when no ``response_column`` is given.
 RESPONSE_COLUMNS: tuple[str, ...] = ("harmful_response", "harmful_answer", "response", "rejected")
 
+#: Below this many parameters (both sides together) the KL runs on one CPU thread.
+SMALL_MODEL_PARAMS = 50_000_000
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -93,6 +96,15 @@ class KLResult:
 # ----------------------------------------------------------------------------- model specs
 
 
+def split_model_spec(spec: str) -> tuple[str, str | None]:
+    """``MODEL[:ADAPTER]`` -> (model, adapter or None). The separator is the last ``:`` that
+    does not start a ``scheme://`` (``organism://default`` has no adapter)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and tail and not tail.startswith("//"):
+        return head, tail
+    return spec, None
+
+
 def parse_model_ref(spec: str, *, what: str) -> ModelRef:
     """``MODEL[:ADAPTER]`` -> ``ModelRef`` with ``organism://`` resolved (built on first use).
 
@@ -100,10 +112,7 @@ def parse_model_ref(spec: str, *, what: str) -> ModelRef:
     """
     from harness.pipeline import resolve_model_path
 
-    model, adapter = spec, None
-    head, sep, tail = spec.rpartition(":")
-    if sep and head and tail and not tail.startswith("//"):
-        model, adapter = head, tail
+    model, adapter = split_model_spec(spec)
     if not model:
         raise UserError(f"{what} '{spec}': expected MODEL[:ADAPTER]")
     path = resolve_model_path(model)
@@ -194,7 +203,7 @@ class _Models:
         self._adapter_names: dict[str, str] = {}
         for ref in refs:
             if ref.path not in self._models:
-                model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32).to(device)
+                model = _load(AutoModelForCausalLM.from_pretrained, ref.path, dtype=torch.float32).to(device)
                 model.eval()
                 self._models[ref.path] = model
         for ref in refs:
@@ -212,6 +221,9 @@ class _Models:
             model.eval()
             self._adapter_names[ref.adapter] = name
 
+    def n_params(self) -> int:
+        return sum(p.numel() for m in self._models.values() for p in m.parameters())
+
     def log_probs(self, ref: ModelRef, input_ids: Any, start: int, length: int) -> Any:
         """log P(· | prefix) at the positions that predict answer tokens 0..length-1: [length, vocab]."""
         from contextlib import nullcontext
@@ -228,6 +240,16 @@ class _Models:
             logits = model(input_ids=input_ids.to(self.device), use_cache=False).logits[0]
         # logits[i] predicts token i + 1: the answer token t (at start + t) is predicted at start + t - 1.
         return torch.log_softmax(logits[start - 1 : start - 1 + length].float(), dim=-1)
+
+
+def _load(loader: Callable[..., Any], path: str, **kwargs: Any) -> Any:
+    """``loader(path)``; a directory that is not a model, or a hub id that is neither cached nor
+    reachable, is the user's to fix: one line, not a traceback."""
+    try:
+        return loader(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load '{path}': {first}") from None
 
 
 def _same_tokenizer(tok_a: Any, tok_b: Any) -> bool:
@@ -251,8 +273,8 @@ def per_token_kl(
     import torch
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(a.path)
-    other = tokenizer if b.path == a.path else AutoTokenizer.from_pretrained(b.path)
+    tokenizer = _load(AutoTokenizer.from_pretrained, a.path)
+    other = tokenizer if b.path == a.path else _load(AutoTokenizer.from_pretrained, b.path)
     if other is not tokenizer and not _same_tokenizer(tokenizer, other):
         raise UserError(f"--a '{a.spec}' and --b '{b.spec}' have different tokenizers: a per-token KL needs one vocabulary")
     examples: list[Example] = []
@@ -267,6 +289,31 @@ def per_token_kl(
         raise UserError(f"benchmark '{benchmark}': no item has a non-empty harmful answer")
 
     models = _Models([a, b])
+    threads = torch.get_num_threads()
+    if models.n_params() < SMALL_MODEL_PARAMS:
+        # A tiny model's matrices are too small to split across threads: on a shared CPU the
+        # threads' synchronisation dominates (measured on the organism, 2 busy cores: 1 thread
+        # 6 s, 2 threads 37 s for 96 prompts).
+        torch.set_num_threads(1)
+    try:
+        return _accumulate(models, a, b, examples, skipped, benchmark=benchmark, max_tokens=max_tokens, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _accumulate(
+    models: _Models,
+    a: ModelRef,
+    b: ModelRef,
+    examples: list[Example],
+    skipped: list[str],
+    *,
+    benchmark: str,
+    max_tokens: int,
+    progress: Callable[[int, int], None] | None,
+) -> KLResult:
+    import torch
+
     sums = [0.0] * max_tokens
     counts = [0] * max_tokens
     totals: list[float] = []
