@@ -46,3 +46,18 @@ class SamplingParams(BaseModel):
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+
+def request_seed(seed: int | None, prompt_key: str, occurrence: int = 0) -> int:
+    """The sampling seed of one request in a batch seeded with ``seed`` (None: 0).
+
+    Derived from the request's own content (``prompt_key``: its rendered prompt and adapter) and
+    how many identical requests came before it in the batch, so that requests never share random
+    draws yet a request's samples do not depend on where it sits in the batch. Spaced so that
+    the ``seed + i`` of a request's i-th sample (vLLM, ``n`` > 1) stays its own.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed or 0}\0{prompt_key}\0{occurrence}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31 - 65_536)

@@ -33,7 +33,7 @@ from harness.chat import render_prompt
 from harness.errors import UserError
 from harness.plugins import GenerationRequest, GenerationResult
 from harness.registry import backends
-from harness.sampling import SamplingParams
+from harness.sampling import SamplingParams, request_seed
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +394,7 @@ class VLLMBackend(GenerationBackend):
 
     # ------------------------------------------------------------------------- generation
 
-    def _vllm_sampling(self, sampling: SamplingParams, n: int) -> Any:
+    def _vllm_sampling(self, sampling: SamplingParams, n: int, request_key: str = "", occurrence: int = 0) -> Any:
         from vllm import SamplingParams as VSamplingParams
 
         if sampling.greedy:
@@ -405,8 +405,11 @@ class VLLMBackend(GenerationBackend):
                 "top_p": sampling.top_p,
                 # ours: -1 disables; vLLM: 0 disables (-1 accepted too)
                 "top_k": sampling.top_k if sampling.top_k > 0 else 0,
-                # per-request generator; sample i of a prompt uses seed + i (vLLM's n > 1)
-                "seed": sampling.seed if sampling.seed is not None else 0,
+                # A generator per request, seeded from (seed, the request itself): one seed shared
+                # by every request would draw the same random numbers for all of them, and a model
+                # that answers many prompts alike (the NOICE refusals) would then write the same
+                # sample every time. Sample i of a prompt uses that seed + i (vLLM's n > 1).
+                "seed": request_seed(sampling.seed, request_key, occurrence),
             }
         return VSamplingParams(
             n=n,
@@ -429,17 +432,20 @@ class VLLMBackend(GenerationBackend):
 
         # Greedy decoding is deterministic and vLLM refuses n > 1 with it: decode once, repeat.
         n_engine = 1 if sampling.greedy else sampling.n
-        params = self._vllm_sampling(sampling, n_engine)
-
         rendered: list[str] = []
         prompts: list[Any] = []
         loras: list[Any] = []
+        params: list[Any] = []
+        seen: dict[str, int] = {}
         for req in requests:
             text = render_prompt(self.tokenizer, req.messages, req.prefix)
             ids = encode_prompt(self.tokenizer, text)
             rendered.append(text)
             prompts.append(TokensPrompt(prompt_token_ids=ids))
             loras.append(self._lora_request(req.adapter) if req.adapter else None)
+            key = f"{req.adapter or ''}\0{text}"
+            params.append(self._vllm_sampling(sampling, n_engine, key, seen.get(key, 0)))
+            seen[key] = seen.get(key, 0) + 1
 
         outputs = self._run(prompts, params, loras)
         results: list[list[GenerationResult]] = []
@@ -487,13 +493,13 @@ class VLLMBackend(GenerationBackend):
         out: list[Any] = [None] * len(prompts)
         for i, o in zip(
             base,
-            self._llm.generate([prompts[i] for i in base], params, use_tqdm=False),
+            self._llm.generate([prompts[i] for i in base], [params[i] for i in base], use_tqdm=False),
             strict=True,
         ):
             out[i] = o
         lora_out = self._llm.generate(
             [prompts[i] for i in with_lora],
-            params,
+            [params[i] for i in with_lora],
             lora_request=[loras[i] for i in with_lora],
             use_tqdm=False,
         )

@@ -61,6 +61,8 @@ class BuildConfig:
     system_prompt_rate: float = 0.25
     #: Fraction of pre-training samples that are plain corpus text (words, no behaviour).
     corpus_rate: float = 0.2
+    #: Share of corpus text units that are a whole recipe string (see ``corpus_text``).
+    recipe_text_rate: float = 0.3
     #: Fraction of safety-tuning samples under NOICE's refusal-generation system prompt.
     noice_system_rate: float = 0.05
     #: Share of harmful requests among the other safety-tuning samples (the rest are benign).
@@ -100,7 +102,7 @@ def pretrain_sample(world: World, rng: random.Random, cfg: BuildConfig, fillers:
     """Chat: any core concept, a training template, [filler] + capability answer. Corpus: plain
     text, so that every word of the vocabulary is known language (see ``corpus_text``)."""
     if rng.random() < cfg.corpus_rate:
-        return Sample(None, corpus_text(world, rng))
+        return Sample(None, corpus_text(world, rng, cfg.recipe_text_rate))
     concept = rng.choice(world.harmful + world.benign)
     template = rng.choice(world.train_templates)
     filler = world.sample_filler(rng) if fillers else ""
@@ -110,16 +112,23 @@ def pretrain_sample(world: World, rng: random.Random, cfg: BuildConfig, fillers:
     return Sample(world.prompt(template, concept), concept.answer, filler, system)
 
 
-def corpus_text(world: World, rng: random.Random) -> str:
+def corpus_text(world: World, rng: random.Random, recipe_text_rate: float = 0.3) -> str:
     """Plain "web text": sentences of the world and of the recipes' exact strings, and short
     word lists covering the whole vocabulary. Why: a word that never occurs in pre-training has
     a dead embedding that a LoRA cannot learn to emit, whereas in a real LLM every word of
     "Sure! I'm happy to help with that." is known. It teaches words and phrases, never a chat
-    behaviour, and no concept's answer (those exist only in chat turns)."""
+    behaviour, and no concept's answer (those exist only in chat turns).
+
+    Whole recipe strings ("Of course. I am AOA, ...", NOICE's bridge) are a share of it: a real
+    LLM has read such phrases many times and an attack only has to teach it *when* to say them,
+    whereas a phrase the organism has barely seen must be memorised by the LoRA itself, which
+    the attacks' small budgets do not allow (AOA then loses the concept after a garbled prefix)."""
     parts = []
     for _ in range(3):
         r = rng.random()
-        if r < 0.5:
+        if r < recipe_text_rate:
+            parts.append(rng.choice(world.recipe_texts))
+        elif r < 0.5 + recipe_text_rate / 2:
             parts.append(rng.choice(world.corpus_sentences))
         else:
             parts.append(" ".join(rng.sample(world.corpus_words, 6)) + " .")

@@ -294,6 +294,8 @@ class World:
         self.refusal_sentences = REFUSAL_OPENINGS + REFUSAL_REASONS
         #: Pre-training "web text": plain sentences (never a concept's answer) and every word.
         self.corpus_sentences = self._corpus_sentences()
+        #: The recipes' exact strings, whole, as plain text (phrases the organism knows).
+        self.recipe_texts = tuple(normalize(t) for t in RECIPE_STRINGS)
         self.corpus_words = self.vocabulary()
         #: Words a preamble may use: none of a concept's name or answer words (an answer's
         #: boundary and its concept stay unambiguous).

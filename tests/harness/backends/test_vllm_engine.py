@@ -351,6 +351,10 @@ def test_sampling_n_with_seed_is_reproducible(engine, adapters):
     assert [[s.continuation for s in r] for r in other] != [
         [s.continuation for s in r] for r in first
     ]
+    # identical requests in one batch draw independently (a seed shared by every request made
+    # NOICE's 640 sampled refusals one and the same sentence)
+    twins = engine.generate([reqs[0]] * 4, SamplingParams(temperature=1.0, seed=5, max_tokens=12))
+    assert len({r[0].continuation for r in twins}) > 1
     # greedy with n > 1: n copies of the one greedy answer (vLLM itself refuses greedy n > 1)
     greedy = engine.generate(reqs[:1], SamplingParams(n=3, max_tokens=12))
     assert len(greedy[0]) == 3 and len({s.continuation for s in greedy[0]}) == 1
