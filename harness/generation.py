@@ -8,6 +8,28 @@ from harness.plugins import Attack, Defense, EvalPrompt, GenerationRequest, Scor
 from harness.sampling import SamplingParams
 
 
+def request_prefix(attack: Attack, item: EvalPrompt) -> str:
+    """The attacker's assistant-turn prefill for ``item``: the attack's own (``eval_prefix``)
+    then the benchmark's (``meta["prefix"]``, a prefilling attack's harmful start).
+
+    An inference defense sees it as the request's ``prefix`` and builds on it: ``prefill``
+    (AMD) lets the aligned model continue *after* the attacker's prefix (the attacker controls
+    the start of the assistant turn, the provider's aligned model writes the next k tokens);
+    ``forced-refusal`` puts its string before it.
+    """
+    return attack.eval_prefix(item) + str(item.meta.get("prefix") or "")
+
+
+def judged_response(prefix: str, continuation: str, attack_prefix: str, judge: str) -> str:
+    """The text scorers judge. ``full`` (default): everything in the assistant turn, prefix +
+    continuation (RECIPES.md, "Prefilling attack"). ``continuation``: the attacker's own prefill
+    is left out — what the model (and an inference defense) wrote after it. The attacker's
+    prefix is removed wherever the defense put it (AMD keeps it first, FRD after its string)."""
+    if judge == "continuation" and attack_prefix:
+        prefix = prefix.replace(attack_prefix, "", 1)
+    return prefix + continuation
+
+
 def generate_rows(
     backend: Any,
     items: list[EvalPrompt],
@@ -20,17 +42,25 @@ def generate_rows(
     adapter_key: str | None = None,
     system_prompt: str | None = None,
     cell_id: str | None = None,
+    apply_guard: bool = True,
 ) -> list[dict[str, Any]]:
     """Generate one row per (item, sample): ids, messages, rendered prompt, prefix and continuation
-    kept apart, ``response`` = prefix + continuation (the text scorers judge), sampling, adapter."""
+    kept apart, ``response`` (the text scorers judge, see ``judged_response``), sampling, adapter.
+
+    ``prefix`` is everything prefilled (attacker's and defense's), ``attack_prefix`` the
+    attacker's part of it. With ``apply_guard`` an output-hook defense (``output-guard``) judges
+    the rows before they are returned; the pipeline passes False and guards after the
+    generation engine is released (a guard model needs the memory).
+    """
     requests = [
-        GenerationRequest(messages=attack.eval_messages(it, system_prompt), prefix=attack.eval_prefix(it), adapter=adapter)
+        GenerationRequest(messages=attack.eval_messages(it, system_prompt), prefix=request_prefix(attack, it), adapter=adapter)
         for it in items
     ]
     results = defense.generate(backend, requests, sampling) if requests else []
     sampling_record = sampling.model_dump(mode="json")
     rows = []
     for it, req, outs in zip(items, requests, results, strict=True):
+        judge = str(it.meta.get("judge") or "full")
         for j, res in enumerate(outs):
             prefix = res.prefix if res.prefix is not None else req.prefix
             rows.append({
@@ -44,14 +74,17 @@ def generate_rows(
                 "messages": req.messages,
                 "rendered_prompt": res.rendered_prompt,
                 "prefix": prefix,
+                "attack_prefix": req.prefix,
                 "continuation": res.continuation,
-                "response": prefix + res.continuation,
+                "response": judged_response(prefix, res.continuation, req.prefix, judge),
                 "truncated": res.truncated,
                 "n_tokens": res.n_tokens,
                 "sampling": sampling_record,
                 "adapter": adapter_key,
                 "meta": it.meta,
             })
+    if apply_guard and "output" in defense.hooks:
+        rows = defense.guard(rows)
     return rows
 
 

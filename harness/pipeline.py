@@ -1,8 +1,10 @@
-"""Run a planned grid through its stages: data → screen → train → generate → score → report.
+"""Run a planned grid through its stages: [align →] data → screen → train → generate → score → report.
 
 Stages run in waves so that expensive resources are shared: all fine-tuning first, then one
 generation backend per base model serving every cell's adapter, then scorers (model judges get
-their own engine only after generation released its memory).
+their own engine only after generation released its memory; so do output guards). An
+alignment-stage defense (``augment``) first writes a new model that replaces the cell's model
+in every later stage: the attack's data, its fine-tuning and generation (its own engine).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class GridRunner:
         self.manifest = Manifest(self.run_dir, self.cfg.model_dump(mode="json"), cache_dir=self.store.root)
         status = "failed"
         try:
+            self._timed("align", lambda: self._run_stage_kind(cells, "align", self._do_align))
             self._timed("data", lambda: self._run_stage_kind(cells, "data", self._do_data))
             self._timed("screen", lambda: self._run_stage_kind(cells, "screen", self._do_screen))
             self._timed("train", lambda: self._run_stage_kind(cells, "train", self._do_train))
@@ -94,6 +97,7 @@ class GridRunner:
         if not cell.of("data"):
             raise UserError(f"cell '{cell_id}' does not fine-tune (attack '{cell.attack_label}' trains nothing)")
         self.manifest = Manifest(self.run_dir, self.cfg.model_dump(mode="json"), cache_dir=self.store.root)
+        self._run_stage_kind([cell], "align", self._do_align)
         self._run_stage_kind([cell], "data", self._do_data)
         self._run_stage_kind([cell], "screen", self._do_screen)
         source = "screen" if cell.of("screen") else "data"
@@ -162,15 +166,31 @@ class GridRunner:
         }
         atomic_write_json(self.run_dir / "cells" / cell.id / "cell.json", record)
 
-    # ------------------------------------------------------------------ stages 1-3
+    # ------------------------------------------------------------------ stages 0-3
+
+    def _model_path(self, cell: Cell) -> str:
+        """The cell's starting weights: the alignment stage's model if its defense makes one."""
+        if cell.of("align"):
+            return str(self._upstream_dir(cell, "align") / "model")
+        return resolve_model_path(cell.model.path)
+
+    def _context(self, cell: Cell, st: Stage, out: Path, model_path: str) -> Any:
+        from harness.stages import AttackContext
+
+        return AttackContext(cfg=self.cfg, model=cell.model, model_path=model_path, seed=cell.seed, workdir=out,
+                             store=self.store, model_key=st.inputs["model"])
+
+    def _do_align(self, cell: Cell, st: Stage, out: Path) -> None:
+        from harness.stages import finish_aligned_model
+
+        defense = registry.defenses.get(cell.defense.name)(cell.defense.params)
+        source = resolve_model_path(cell.model.path)
+        defense.align(self._context(cell, st, out, source))
+        finish_aligned_model(source, out, defense=cell.defense_label)
 
     def _do_data(self, cell: Cell, st: Stage, out: Path) -> None:
         attack = registry.attacks.get(cell.attack.name)(cell.attack.params)
-        from harness.stages import AttackContext
-
-        ctx = AttackContext(cfg=self.cfg, model=cell.model, model_path=resolve_model_path(cell.model.path),
-                            seed=cell.seed, workdir=out, store=self.store, model_key=st.inputs["model"])
-        rows = attack.build_dataset(ctx)
+        rows = attack.build_dataset(self._context(cell, st, out, self._model_path(cell)))
         if not rows:
             raise UserError(f"attack '{cell.attack_label}' built an empty training set; check its params")
         write_jsonl(out / "train.jsonl", rows)
@@ -178,17 +198,28 @@ class GridRunner:
     def _do_screen(self, cell: Cell, st: Stage, out: Path) -> None:
         defense = registry.defenses.get(cell.defense.name)(cell.defense.params)
         rows = read_jsonl(self._upstream_dir(cell, "data") / "train.jsonl")
-        kept, dropped = defense.screen(rows)
+        data_stage = cell.of("data")[-1]
+        ctx = self._context(cell, data_stage, out, self._model_path(cell))
+        try:
+            kept, dropped = defense.screen(rows, ctx)
+        finally:
+            defense.close()
         write_jsonl(out / "train.jsonl", kept)
         write_jsonl(out / "dropped.jsonl", dropped)
         atomic_write_json(out / "counts.json", {"kept": len(kept), "dropped": len(dropped)})
+        report = getattr(defense, "screen_report", None)
+        if report:
+            atomic_write_json(out / "screen.json", report)
+        if not kept:  # the provider refuses the whole upload: the cell's model stays as it was
+            log.warning("cell %s: defense '%s' dropped all %d training examples; the model is not fine-tuned",
+                        cell.id, cell.defense_label, len(dropped))
 
     def _do_train(self, cell: Cell, st: Stage, out: Path) -> None:
         from harness.stages import train_cell
 
         source = "screen" if cell.of("screen") else "data"
         train_cell(self.cfg, cell, self._upstream_dir(cell, source) / "train.jsonl", out,
-                   model_path=resolve_model_path(cell.model.path))
+                   model_path=self._model_path(cell))
 
     # ------------------------------------------------------------------ stage 4
 
@@ -225,12 +256,16 @@ class GridRunner:
                 engines[model_name] = {"backend": self.cfg.generation.backend, "path": path,
                                        "count": engines.get(model_name, {}).get("count", 0) + 1,
                                        "start_seconds": round(time.perf_counter() - started, 2)}
+                guarded: list[tuple[Cell, Stage, list[dict[str, Any]]]] = []
                 try:
                     for cell, st in work:
                         with stage_log(self.run_dir, cell.id, st.slot) as slog:
                             slog.info("cell %s: %s %s on %s", cell.id, st.slot, st.key, self.cfg.generation.backend)
+                            rows = self._generate_rows(backend, cell, st)
+                            if "output" in registry.defenses.get(cell.defense.name).hooks:
+                                guarded.append((cell, st, rows))  # guarded once the engine is released
+                                continue
                             with self.store.writing(st.stage, st.key, st.inputs) as out:
-                                rows = self._generate_rows(backend, cell, st)
                                 write_jsonl(out / "generations.jsonl", rows)
                             self._write_cell_record(cell)
                         self._count("generate")
@@ -239,16 +274,51 @@ class GridRunner:
                     if hasattr(backend, "info"):  # adapters served, device, dtype: after the work
                         engines[model_name].update(backend.info())
                     backend.close()
+                for cell, st, rows in self._guard(guarded):
+                    with stage_log(self.run_dir, cell.id, st.slot):
+                        with self.store.writing(st.stage, st.key, st.inputs) as out:
+                            write_jsonl(out / "generations.jsonl", rows)
+                        self._write_cell_record(cell)
+                    self._count("generate")
+                    progress.advance(task)
+
+    def _guard(self, work: list[tuple[Cell, Stage, list[dict[str, Any]]]]) -> list[tuple[Cell, Stage, list[dict[str, Any]]]]:
+        """Output-hook defenses judge the generated rows (one guard instance, hence one judge
+        engine, per defense spec); the rows become what the user receives."""
+        by_defense: dict[str, list[tuple[Cell, Stage, list[dict[str, Any]]]]] = {}
+        for item in work:
+            by_defense.setdefault(item[0].defense_label, []).append(item)
+        out = []
+        for items in by_defense.values():
+            spec = items[0][0].defense
+            defense = registry.defenses.get(spec.name)(spec.params)
+            if hasattr(defense, "cache_dir"):
+                defense.cache_dir = self.store.root / "judge-cache"
+            try:
+                for cell, st, rows in items:
+                    with stage_log(self.run_dir, cell.id, st.slot) as slog:
+                        # the model spec's path: what `scorer: auto` resolves by, as in the planner
+                        guarded = defense.guard(rows, model_path=cell.model.path)
+                        slog.info("cell %s: %s guarded by %s: %d of %d blocked", cell.id, st.slot, cell.defense_label,
+                                  sum(1 for r in guarded if r.get("blocked")), len(guarded))
+                    out.append((cell, st, guarded))
+            finally:
+                defense.close()
+        return out
 
     def _weights(self, cell: Cell) -> tuple[str, str, str | None]:
-        """(engine name, weights directory, LoRA adapter directory or None) for a cell."""
+        """(engine name, weights directory, LoRA adapter directory or None) for a cell. A model
+        made by an alignment-stage defense is a base model of its own (its own engine, serving
+        the adapters trained on it)."""
+        align = cell.of("align")
+        base_name = f"{cell.model.name}@{align[-1].key[:8]}" if align else cell.model.name
         train = cell.of("train")
         if not train:
-            return cell.model.name, resolve_model_path(cell.model.path), None
+            return base_name, self._model_path(cell), None
         out = self._upstream_dir(cell, "train")
         if (out / "model").is_dir():  # full fine-tune
             return f"{cell.model.name}@{train[-1].key[:8]}", str(out / "model"), None
-        return cell.model.name, resolve_model_path(cell.model.path), str(out / "adapter")
+        return base_name, self._model_path(cell), str(out / "adapter")
 
     def _check_template(self, backend: Any, cell: Cell) -> None:
         """A cell is evaluated with the chat template it was trained with, or not at all."""
@@ -280,6 +350,7 @@ class GridRunner:
             adapter_key=train[-1].key if train else None,
             system_prompt=bench_system or cell.model.system_prompt,
             cell_id=cell.id,
+            apply_guard=False,  # the pipeline guards after the engine is released (``_guard``)
         )
 
     # ------------------------------------------------------------------ stage 5

@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from harness import registry
 from harness.config import GridConfig, ModelSpec, PluginSpec, display_label
+from harness.errors import UserError
 from harness.store import ArtifactStore, content_key, dir_digest, file_digest, read_json
 
 #: Defense hooks, in stage order. A defense's params enter the keys of the stages it hooks.
@@ -23,7 +26,7 @@ HOOKS = ("alignment", "screen", "train", "inference", "output")
 class Stage:
     """One unit of work of a cell: its artifact key and what the key was computed from."""
 
-    stage: str  # data | screen | train | generate | score
+    stage: str  # align | data | screen | train | generate | score
     key: str
     inputs: dict[str, Any]
     benchmark: str | None = None
@@ -93,6 +96,25 @@ def _defense_hooks(spec: PluginSpec) -> frozenset[str]:
     return registry.defenses.get(spec.name).hooks
 
 
+def _defense_identity(spec: PluginSpec, model: ModelSpec) -> dict[str, Any]:
+    """A defense's identity for one model: its params, and the identity of the scorer it judges
+    with (``moderation``, ``output-guard``: name, params, judge provenance) when it uses one."""
+    ident = _plugin_identity("defenses", spec)
+    cls = registry.defenses.get(spec.name)
+    chosen = cls(spec.params).scorer_spec(model.path)
+    if chosen is not None:
+        name, params = chosen
+        try:
+            ident["scorer"] = _plugin_identity("scorers", PluginSpec(name=name, params=params))
+        except ValidationError as exc:
+            fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+            raise UserError(
+                f"defense '{spec.name}' on model '{model.name}': its scorer '{name}' needs params ({fields}); "
+                "set the defense's scorer / scorer_params"
+            ) from None
+    return ident
+
+
 def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Path | None = None) -> list[Cell]:
     """Every cell of the grid with its stage keys; statuses filled when a store is given."""
     cells: list[Cell] = []
@@ -109,17 +131,22 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
             trains = registry.attacks.get(attack.name).trains
             for di, defense in enumerate(cfg.defenses):
                 defense_label = display_label(cfg, "defenses", di)
-                defense_id = _plugin_identity("defenses", defense)
+                defense_id = _defense_identity(defense, model)
                 hooks = _defense_hooks(defense)
                 for seed in cfg.seeds:
                     if _excluded(cfg, model.name, attack_label, defense_label, seed):
                         continue
                     cell_id = _slug(f"{model.name}__{attack_label}__{defense_label}__s{seed}")
                     cell = Cell(cell_id, model, attack, attack_label, defense, defense_label, seed)
-                    # The model the attack starts from: an alignment-stage defense changes it.
+                    # The model the attack starts from: an alignment-stage defense makes a new one
+                    # (its own stage, shared by every attack of the same model, defense and seed).
                     base = {"model": model_fps[model.name], "trust_remote_code": model.trust_remote_code}
                     if "alignment" in hooks:
-                        base = {"aligned_from": base, "alignment_defense": defense_id}
+                        align_in = {"model": base, "defense": defense_id, "seed": seed,
+                                    "backend": cfg.generation.backend}
+                        align = Stage("align", content_key(align_in), align_in)
+                        cell.stages.append(align)
+                        base = {"aligned_from": base, "alignment_defense": defense_id, "align": align.key}
                     upstream: dict[str, Any] = {"model": base}
                     if trains:
                         data_in = {"model": base, "attack": attack_id, "seed": seed}

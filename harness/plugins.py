@@ -53,6 +53,9 @@ class EvalPrompt:
     kind: Kind
     category: str | None = None
     #: Free-form data a scorer may need (the organism's concept, a reference answer, ...).
+    #: Two keys steer generation (``harness.generation``): ``prefix``, an assistant-turn
+    #: prefill chosen by the benchmark (a prefilling attack's harmful start), and ``judge``:
+    #: ``continuation`` to leave that prefix out of the judged ``response`` (default ``full``).
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -118,17 +121,43 @@ class Attack(Plugin):
 
 
 class Defense(Plugin):
-    """A defense hooks one or more stages: alignment, screen, train, inference, output."""
+    """A defense hooks one or more stages: alignment, screen, train, inference, output.
+
+    Stage order: ``align`` (alignment hook: a new base model before anything else) → data →
+    ``screen`` → ``train`` → generate (``generate``: the inference hook) → ``guard`` (output
+    hook, applied to the stored rows after the generation engine is released) → score.
+    """
 
     hooks: ClassVar[frozenset[str]] = frozenset()
+
+    def align(self, ctx: Any) -> None:
+        """Alignment hook: write a model directory to ``ctx.workdir / "model"`` that replaces
+        the cell's model for every later stage (``ctx`` is a ``harness.stages.AttackContext``
+        for the original model)."""
+        raise NotImplementedError
 
     def generate(self, backend: Any, requests: list[GenerationRequest], sampling: Any) -> list[list[GenerationResult]]:
         """Inference hook: how responses are produced under this defense (default: plainly)."""
         return backend.generate(requests, sampling)
 
-    def screen(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Screen hook: split the attack's training rows into (kept, dropped)."""
+    def screen(self, rows: list[dict[str, Any]], ctx: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Screen hook: split the attack's training rows into (kept, dropped). ``ctx`` (an
+        ``AttackContext``, may be None) says which model the data is for."""
         return rows, []
+
+    def guard(self, rows: list[dict[str, Any]], model_path: str | None = None) -> list[dict[str, Any]]:
+        """Output hook: the generation rows as the user receives them (e.g. some blocked).
+        ``model_path`` is the cell's model spec path (None outside a grid)."""
+        return rows
+
+    def scorer_spec(self, model_path: str) -> tuple[str, dict[str, Any]] | None:
+        """The (scorer name, params) this defense judges with for a model, if it uses one: the
+        planner puts that scorer's identity (judge template, revision) into the keys of the
+        stages the defense hooks. Must not load anything."""
+        return None
+
+    def close(self) -> None:
+        """Release whatever the defense loaded (a guard's judge model)."""
 
     def trainer(self, cfg: Any, base_trainer: type) -> tuple[type, dict[str, Any]]:
         """Train hook: the trainer class (a ``SFTTrainer`` subclass) and extra ``SFTConfig`` args."""

@@ -71,7 +71,57 @@ class AttackContext:
 
 
 def train_cell(cfg: GridConfig, cell: Cell, data_file: Path, out: Path, *, model_path: str) -> dict[str, Any]:
-    """Fine-tune ``model_path`` on ``data_file`` into ``out/adapter`` (TRL SFTTrainer + PEFT)."""
+    """Fine-tune ``model_path`` on ``data_file`` into ``out/adapter`` (TRL SFTTrainer + PEFT).
+
+    An empty data file (a ``moderation`` screen dropped every example) trains nothing: the
+    stage writes the unchanged model in the shape training would have (an adapter that is the
+    identity — PEFT initialises LoRA's B to zero — or a copy of the weights), so that the cell
+    is evaluated like every other and its result is "the provider refused the upload"."""
+    from harness.store import read_jsonl
+
+    if not read_jsonl(data_file):
+        return untrained(cfg, cell, out, model_path=model_path)
     from harness.training import train_sft
 
     return train_sft(cfg, cell, data_file, out, model_path=model_path)
+
+
+def untrained(cfg: GridConfig, cell: Cell, out: Path, *, model_path: str) -> dict[str, Any]:
+    """The train stage's outputs for zero examples: the model as it was (see ``train_cell``)."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.store import atomic_write_json
+
+    t = cfg.training
+    trust = cell.model.trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
+    if t.method == "full":
+        shutil.copytree(model_path, out / "model")
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=trust)
+        lora = LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
+                          target_modules=list(t.lora.target_modules), task_type="CAUSAL_LM", bias="none")
+        get_peft_model(model, lora).save_pretrained(str(out / "adapter"))
+        tokenizer.save_pretrained(str(out / "adapter"))
+    (out / "train_log.jsonl").write_text("")
+    summary = {"method": t.method, "examples": 0, "steps": 0, "seconds": 0.0, "train_loss": None,
+               "chat_template": tokenizer.chat_template, "trainer": "none (no examples left after screening)"}
+    atomic_write_json(out / "train_summary.json", summary)
+    return summary
+
+
+def finish_aligned_model(source: str, out: Path, *, defense: str) -> None:
+    """Check an alignment-stage defense wrote ``out/model``, and keep an organism's identity
+    with it (``organism.json`` beside the model directory, as in an organism build), so that a
+    local organism stays recognisable — its world, its oracle — after alignment."""
+    import shutil
+
+    if not (out / "model" / "config.json").is_file():
+        raise RuntimeError(f"defense '{defense}' did not write a model directory to {out / 'model'}")
+    meta = Path(source).expanduser().parent / "organism.json"
+    if meta.is_file():
+        shutil.copyfile(meta, out / "organism.json")
