@@ -1,0 +1,99 @@
+"""What the scorer-based defenses (``moderation``, ``output-guard``) share: choosing their scorer.
+
+Any registered scorer with the harm axis works as a screen or a guard. ``scorer: auto`` (the
+default) picks the one that can judge the model at hand without anything to download: the
+``organism-oracle`` for the model organism (``organism://`` paths and local organism builds),
+else ``llama-guard`` — which needs ``scorer_params: {model: <local Llama-Guard directory>}``.
+The chosen scorer's identity (name, params, judge provenance) enters the keys of the stages
+the defense hooks (``harness.planner``), so changing the judge reruns the screen/guard.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import UserError
+
+AUTO = "auto"
+#: What ``auto`` means outside the organism (NOICE's output guard: Llama-Guard).
+DEFAULT_GUARD = "llama-guard"
+ORGANISM_SCORER = "organism-oracle"
+
+
+class ScorerChoice(BaseModel):
+    """A registered scorer and its params; ``auto`` picks one for the model (see module doc)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    scorer: str = AUTO
+    """Registered scorer with the harm axis (``ftsafety ls scorers``); ``auto``: ``organism-oracle``
+    on the organism, else ``llama-guard``."""
+    scorer_params: dict[str, Any] = Field(default_factory=dict)
+    """Params of that scorer (``llama-guard`` needs ``model``: a local directory)."""
+
+    @model_validator(mode="after")
+    def _known_scorer(self) -> ScorerChoice:
+        # Caught by `ftsafety validate`: an unknown scorer or bad scorer params is a config error.
+        if self.scorer == AUTO:
+            return self
+        from harness import registry
+
+        if self.scorer not in registry.scorers:
+            raise ValueError(registry.scorers.unknown_message(self.scorer))
+        cls = registry.scorers.get(self.scorer)
+        if "harmful" not in cls.axes:
+            raise ValueError(f"scorer '{self.scorer}' has no harm axis: it cannot screen or guard")
+        try:
+            cls.Params.model_validate(self.scorer_params)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"scorer_params for '{self.scorer}': {problems}") from None
+        return self
+
+
+def is_organism_model(model_path: str | None) -> bool:
+    """An ``organism://`` path or a local organism build (``DIR/aligned`` beside ``organism.json``)."""
+    if not model_path:
+        return False
+    if model_path.startswith("organism://"):
+        return True
+    try:
+        return (Path(model_path).expanduser().parent / "organism.json").is_file()
+    except OSError:
+        return False
+
+
+def resolve_scorer(choice: ScorerChoice, model_path: str | None, *, organism: bool | None = None) -> tuple[str, dict[str, Any]]:
+    """(scorer name, params) for a model path; ``organism`` overrides the path test (used when
+    only the rows are at hand)."""
+    if choice.scorer != AUTO:
+        return choice.scorer, dict(choice.scorer_params)
+    on_organism = is_organism_model(model_path) if organism is None else organism
+    return (ORGANISM_SCORER if on_organism else DEFAULT_GUARD), dict(choice.scorer_params)
+
+
+def load_scorer(name: str, params: dict[str, Any], *, who: str, cache_dir: Path | None = None) -> Any:
+    """An instance of the scorer, with a clear error when ``auto`` chose one that needs params."""
+    from harness import registry
+
+    cls = registry.scorers.get(name)
+    try:
+        scorer = cls(cls.Params.model_validate(params))
+    except ValidationError as exc:
+        fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+        raise UserError(
+            f"{who}: scorer '{name}' needs params ({fields}); set scorer_params (e.g. "
+            f"{{model: /path/to/Llama-Guard-3-8B}} for llama-guard) or choose another scorer"
+        ) from None
+    if cache_dir is not None and hasattr(scorer, "cache_dir") and not params.get("cache_dir"):
+        scorer.cache_dir = cache_dir  # API judgments live with the run store (as the score stage does)
+    return scorer
+
+
+def close_scorer(scorer: Any) -> None:
+    close = getattr(scorer, "close", None)
+    if close is not None:
+        close()
