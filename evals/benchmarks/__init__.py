@@ -2,3 +2,4 @@
 
 from evals.benchmarks import hub as _hub  # noqa: F401
 from evals.benchmarks import organism as _organism  # noqa: F401
+from evals.benchmarks import prefill_attack as _prefill_attack  # noqa: F401
