@@ -257,8 +257,23 @@ class AugmentDefense(Defense):
 
     def align(self, ctx: Any) -> None:
         import torch
+
+        # The organism is tiny: on a CPU, intra-op threads only add synchronisation (measured on
+        # 2 shared cores: 0.14 s per step with one thread, 0.8 s with two), as its builder knows.
+        one_thread = not torch.cuda.is_available() and ctx.organism_world() is not None
+        threads = torch.get_num_threads()
+        if one_thread:
+            torch.set_num_threads(1)
+        try:
+            self._align(ctx)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _align(self, ctx: Any) -> None:
+        import torch
         from datasets import Dataset
         from transformers import AutoModelForCausalLM
+        from transformers.trainer_callback import PrinterCallback
         from trl import SFTConfig, SFTTrainer
 
         p: AugmentParams = self.params  # type: ignore[assignment]
@@ -281,13 +296,14 @@ class AugmentDefense(Defense):
             dataloader_num_workers=0, disable_tqdm=True,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tok)
+        trainer.remove_callback(PrinterCallback)  # the loss curve goes to augment.json, not stdout
         result = trainer.train()
         target = Path(ctx.workdir) / "model"
         trainer.model.save_pretrained(str(target))
         tok.save_pretrained(str(target))
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         summary = {**info, **hp, "examples": len(examples), "steps": result.global_step,
-                   "train_loss": result.training_loss, "final_loss": losses[-1] if losses else None,
+                   "train_loss": result.training_loss, "losses": losses,
                    "seconds": round(time.perf_counter() - start, 2), "source_model": ctx.model_path}
         (Path(ctx.workdir) / "augment.json").write_text(json.dumps(summary, indent=2) + "\n")
         import shutil
