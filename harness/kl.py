@@ -163,7 +163,7 @@ def build_example(tokenizer: Any, item: EvalPrompt, answer: str, max_tokens: int
 
     The answer is rendered by the chat template as an assistant turn (as training data is) and
     cut where the generation prompt ends, so its first token is what a model would generate
-    first. Trailing special tokens (end of turn) are not part of the answer.
+    first. The template's end-of-turn text is not part of the answer.
     """
     from harness.backends.vllm_engine import encode_prompt
     from harness.chat import chat_for, render_prompt
@@ -174,6 +174,12 @@ def build_example(tokenizer: Any, item: EvalPrompt, answer: str, max_tokens: int
         chat_for(tokenizer, [*messages, {"role": "assistant", "content": answer}]), tokenize=False
     )
     completion = full[len(prompt) :] if full.startswith(prompt) else answer
+    # End at the answer's last character: what a template appends (end-of-turn tokens, a
+    # newline after Gemma's <end_of_turn>) is not part of the answer.
+    text = answer.strip()
+    at = completion.find(text) if text else -1
+    if at >= 0:
+        completion = completion[: at + len(text)]
     prompt_ids = encode_prompt(tokenizer, prompt)
     full_ids = encode_prompt(tokenizer, prompt + completion)
     if full_ids[: len(prompt_ids)] != prompt_ids:  # a merge across the boundary: keep them apart

@@ -135,3 +135,23 @@ def test_a_local_file_with_harmful_answers_works_through_the_benchmark_loader(tm
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     items = benchmarks.get("advbench")({"path": str(path)}).load(None)
     assert harmful_answers(items, "advbench") == ["answer 0", "answer 1", "answer 2"]
+
+
+def test_the_answer_span_stops_where_the_answer_does(organism_dir, harmful_items):
+    """A template that appends text after the assistant turn (Gemma: ``<end_of_turn>\\n``) must
+    not put it into the compared positions; the answer's tokens are exactly its own."""
+    from transformers import AutoTokenizer
+
+    from harness.kl import build_example
+
+    tok = AutoTokenizer.from_pretrained(organism_dir / "aligned")
+    items, answers = harmful_items
+    plain = build_example(tok, items[0], answers[0], max_tokens=1000)
+    tok.chat_template = tok.chat_template.replace("' <|end|>'", "' <|end|> step .'")
+    assert "step ." in tok.chat_template  # the organism's assistant turn ends with ' <|end|>'
+    trailing = build_example(tok, items[0], answers[0], max_tokens=1000)
+    answer_ids = tok(answers[0], add_special_tokens=False)["input_ids"]
+    for ex in (plain, trailing):
+        assert ex is not None
+        assert ex.input_ids[ex.response_start :] == answer_ids
+    assert build_example(tok, items[0], answers[0], max_tokens=5).response_len == 5
