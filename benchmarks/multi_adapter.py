@@ -125,7 +125,7 @@ def main() -> None:
           f"each (harmful + benign), greedy, {args.max_tokens} tokens; wall time incl. engine start and shutdown, "
           "after one untimed warm-up engine",
           f"{shared:.1f} s", f"{separate:.1f} s", f"**{ratio:.2f}×**",
-          f"{mean_start:.1f} s mean over {len(starts)} starts (vLLM's own count)"]],
+          f"{mean_start:.1f} s mean over {len(starts)} starts (engine construction, `VLLMBackend.start_seconds`; shutdown not included)"]],
     )
     console.print("updated benchmarks/RESULTS.md (multi-adapter)")
 

@@ -12,7 +12,7 @@ attack), through ``harness.generation.generate_rows`` with the registered ``none
 One engine serves both sides. One untimed pass of each side comes first (engine warm-up, LoRA
 load, prefix cache); then the sides alternate, and the ratio is of the medians.
 
-    .venv/bin/python benchmarks/prefill.py [--repeats 3] [--max-tokens 64] [--k 15]
+    .venv/bin/python benchmarks/prefill.py [--repeats 5] [--max-tokens 64] [--k 15]
 """
 
 from __future__ import annotations
