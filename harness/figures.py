@@ -51,7 +51,8 @@ def to_png(fig: Any) -> bytes:
 def _err(est: Estimate) -> tuple[float, float]:
     """Error-bar lengths below and above the value (0 where an interval bound is missing)."""
     v, lo, hi = est
-    return (v - lo if lo is not None else 0.0), (hi - v if hi is not None else 0.0)
+    # max(0, ...): a Wilson bound at p = 1 can land a rounding error below the value itself
+    return (max(0.0, v - lo) if lo is not None else 0.0), (max(0.0, hi - v) if hi is not None else 0.0)
 
 
 def grouped_bars(panels: Sequence[BarPanel], ylabel: str = "ASR") -> bytes | None:
