@@ -95,6 +95,10 @@ class TrainingSpec(Strict):
     """Linear warm-up steps."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
+    adam_beta1: float = Field(0.9, gt=0, lt=1)
+    """AdamW β1 (TRL's default 0.9; Q24 fine-tunes every attack with 0.5)."""
+    adam_beta2: float = Field(0.999, gt=0, lt=1)
+    """AdamW β2."""
     report_to: list[str] = Field(default_factory=lambda: ["none"])
     """Trackers for TRL (``wandb``, ``mlflow``, ``tensorboard`` when installed)."""
 

@@ -57,6 +57,8 @@ def train_sft(cfg: GridConfig, cell: Cell, data_file: Path, out: Path, *, model_
         completion_only_loss=t.completion_only_loss,
         warmup_steps=t.warmup_steps,
         weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
         lr_scheduler_type="linear",
         report_to=t.report_to,
         seed=cell.seed,
