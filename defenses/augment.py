@@ -5,7 +5,8 @@ Source: Qi et al. 2024, "Safety alignment should be made more than just a few to
 aligned model further on *safety-recovery examples* — a harmful prompt x, with probability
 p = 0.5 the first k ~ U{1 .. min(100, |h|)} tokens of a harmful answer h already in the assistant
 turn, then a refusal r, loss on r only — mixed with benign *anchor* examples whose answers are
-the aligned model's own (16 : 64 per batch in Q24, i.e. one recovery example to four anchors).
+the aligned model's own (16 : 64 per batch in Q24, i.e. one recovery example to four anchors;
+here the ratio holds in the shuffled dataset, so per batch in expectation).
 Q24: 256 triplets, 10 epochs, lr 2e-5, AdamW (0.9, 0.999), full fine-tuning; prefilling ASR at
 10 tokens 51.5% → 2.9% (Llama-2-7B-Chat).
 
