@@ -32,6 +32,14 @@ class PluginSpec(Strict):
     """Name shown in the leaderboard; defaults to ``name`` (with a params suffix when one grid uses a recipe twice)."""
 
 
+class AttackSpec(PluginSpec):
+    """An attack recipe, with its own training settings where they differ from the grid's."""
+
+    training: dict[str, Any] | None = None
+    """Overrides of the grid's ``training`` for this attack's cells (e.g. its paper's epochs and lr;
+    ``lora`` merges key by key)."""
+
+
 class ModelSpec(Strict):
     """A model under test: a local directory, a hub id, or ``organism://default``."""
 
@@ -137,7 +145,7 @@ class GridConfig(Strict):
     """Directory that holds run directories (relative paths are relative to the current directory)."""
     models: list[ModelSpec] = Field(min_length=1)
     """Models under test."""
-    attacks: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name="none")])
+    attacks: list[AttackSpec] = Field(default_factory=lambda: [AttackSpec(name="none")])
     """Fine-tuning attacks (``none`` evaluates the untouched model)."""
     defenses: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name="none")])
     """Defenses (``none`` for no defense)."""
@@ -155,6 +163,23 @@ class GridConfig(Strict):
     """Grid points to skip."""
     limit: int | None = Field(None, gt=0)
     """Samples per benchmark (for quick runs; ``--limit`` on the command line)."""
+
+    def training_for(self, attack: PluginSpec) -> TrainingSpec:
+        """The training settings of an attack's cells: the grid's, with the attack's overrides."""
+        override = getattr(attack, "training", None)
+        if not override:
+            return self.training
+        merged = self.training.model_dump()
+        for key, value in override.items():
+            if key == "lora" and isinstance(value, dict):
+                merged["lora"] = {**merged["lora"], **value}
+            else:
+                merged[key] = value
+        return TrainingSpec.model_validate(merged)
+
+    def max_lora_rank(self) -> int:
+        """The largest LoRA rank any attack trains with (what an engine's LoRA slots must hold)."""
+        return max(self.training_for(a).lora.r for a in self.attacks)
 
 
 PLUGIN_SECTIONS = {"attacks": "attacks", "defenses": "defenses", "benchmarks": "benchmarks", "scorers": "scorers"}
@@ -289,6 +314,12 @@ def validate_config(data: dict[str, Any], *, source: str = "config") -> GridConf
                 cls.Params.model_validate(spec.params)
             except ValidationError as exc:
                 problems.extend(pydantic_problems(exc, (section, i, "params")))
+    for i, attack in enumerate(cfg.attacks):
+        if attack.training:
+            try:
+                cfg.training_for(attack)
+            except ValidationError as exc:
+                problems.extend(pydantic_problems(exc, ("attacks", i, "training")))
     if cfg.generation.backend not in registry.backends:
         problems.append(f"generation.backend: {registry.backends.unknown_message(cfg.generation.backend)}")
     problems.extend(_duplicate_names(cfg))

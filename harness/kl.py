@@ -33,13 +33,11 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.plugins import EvalPrompt
+from harness.threads import cpu_threads_for
 
 #: Columns that hold a harmful *answer* (not a target prefix such as AdvBench's ``target``, which
 #: is only "Sure, here is ..."): auto-detected when no ``response_column`` is given.
 RESPONSE_COLUMNS: tuple[str, ...] = ("harmful_response", "harmful_answer", "response", "rejected")
-
-#: Below this many parameters (both sides together) the KL runs on one CPU thread.
-SMALL_MODEL_PARAMS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -276,7 +274,6 @@ def per_token_kl(
     progress: Callable[[int, int], None] | None = None,
 ) -> KLResult:
     """Mean KL(P_a ‖ P_b) per answer position over ``items`` (teacher-forced on ``answers``)."""
-    import torch
     from transformers import AutoTokenizer
 
     tokenizer = _load(AutoTokenizer.from_pretrained, a.path)
@@ -295,16 +292,8 @@ def per_token_kl(
         raise UserError(f"benchmark '{benchmark}': no item has a non-empty harmful answer")
 
     models = _Models([a, b])
-    threads = torch.get_num_threads()
-    if models.n_params() < SMALL_MODEL_PARAMS:
-        # A tiny model's matrices are too small to split across threads: on a shared CPU the
-        # threads' synchronisation dominates (measured on the organism, 2 busy cores: 1 thread
-        # 6 s, 2 threads 37 s for 96 prompts).
-        torch.set_num_threads(1)
-    try:
+    with cpu_threads_for(models.n_params()):
         return _accumulate(models, a, b, examples, skipped, benchmark=benchmark, max_tokens=max_tokens, progress=progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _accumulate(

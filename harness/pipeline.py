@@ -251,7 +251,7 @@ class GridRunner:
                 started = time.perf_counter()
                 # Rank-8 adapters decode ~3x faster on CPU with a rank-8 LoRA slot than with the default 64.
                 backend = backend_cls(path, trust_remote_code=model.trust_remote_code,
-                                      max_lora_rank=self.cfg.training.lora.r)
+                                      max_lora_rank=self.cfg.max_lora_rank())
                 engines = self.manifest.data["engines"]
                 engines[model_name] = {"backend": self.cfg.generation.backend, "path": path,
                                        "count": engines.get(model_name, {}).get("count", 0) + 1,

@@ -119,7 +119,6 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
     """Every cell of the grid with its stage keys; statuses filled when a store is given."""
     cells: list[Cell] = []
     model_fps = {m.name: model_fingerprint(m) for m in cfg.models}
-    training = cfg.training.model_dump(mode="json")
     sampling = {**cfg.generation.sampling().model_dump(mode="json"), "backend": cfg.generation.backend}
     bench_ids = [(display_label(cfg, "benchmarks", i), _plugin_identity("benchmarks", b)) for i, b in enumerate(cfg.benchmarks)]
     scorer_ids = [(display_label(cfg, "scorers", i), _plugin_identity("scorers", s)) for i, s in enumerate(cfg.scorers)]
@@ -160,7 +159,7 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                         train_in = {
                             "model": base,
                             "data": last.key,
-                            "training": training,
+                            "training": cfg.training_for(attack).model_dump(mode="json"),
                             "seed": seed,
                             "train_defense": defense_id if "train" in hooks else None,
                         }

@@ -94,7 +94,7 @@ def untrained(cfg: GridConfig, cell: Cell, out: Path, *, model_path: str) -> dic
 
     from harness.store import atomic_write_json
 
-    t = cfg.training
+    t = cfg.training_for(cell.attack)
     trust = cell.model.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
     if t.method == "full":

@@ -28,10 +28,10 @@ def train_sft(cfg: GridConfig, cell: Cell, data_file: Path, out: Path, *, model_
     """Fine-tune ``model_path`` on the cell's data; write ``out/adapter`` (LoRA) or ``out/model``."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    t = cfg.training
+    t = cfg.training_for(cell.attack)
     rows = read_jsonl(data_file)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cell.model.trust_remote_code)
     if tokenizer.pad_token is None:
@@ -89,13 +89,19 @@ def train_sft(cfg: GridConfig, cell: Cell, data_file: Path, out: Path, *, model_
                 steps.append({"step": state.global_step, **logs})
                 log.info("step %s: %s", state.global_step, json.dumps(logs))
 
-    trainer = trainer_cls(
-        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[KeepLogs()],
-    )
-    start = time.perf_counter()
-    result = trainer.train()
-    seconds = time.perf_counter() - start
+    from harness.threads import cpu_threads_for, n_params
+
+    with cpu_threads_for(n_params(model)):  # one thread for a tiny model (the organism)
+        trainer = trainer_cls(
+            model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+            peft_config=peft_config, callbacks=[KeepLogs()],
+        )
+        # With tqdm off, Trainer prints every log dict to stdout; the run's own progress bar and
+        # the cell's train_log.jsonl already carry them.
+        trainer.remove_callback(PrinterCallback)
+        start = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - start
     target = out / ("adapter" if t.method == "lora" else "model")
     trainer.model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))

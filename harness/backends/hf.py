@@ -147,7 +147,9 @@ class HFBackend(GenerationBackend):
                 top_p=sampling.top_p,
                 top_k=sampling.top_k if sampling.top_k > 0 else 0,
             )
-        with torch.no_grad():
+        from harness.threads import cpu_threads_for, n_params
+
+        with torch.no_grad(), cpu_threads_for(n_params(self.base_model)):
             out = self.model.generate(**enc, **kwargs)
         width = enc["input_ids"].shape[1]
         results: list[list[GenerationResult]] = []

@@ -147,3 +147,18 @@ def test_json_schema_has_documented_fields():
     assert schema["additionalProperties"] is False
     assert "models" in schema["properties"]
     assert schema["$defs"]["TrainingSpec"]["properties"]["lr"]["description"]
+
+
+def test_an_attack_can_override_the_grid_training_settings():
+    cfg = validate_config(base() | {
+        "attacks": [{"name": "harmful", "training": {"lr": 1e-4, "lora": {"r": 32}}}, {"name": "yoc"}],
+        "training": {"lr": 3e-3, "max_steps": 80, "lora": {"r": 16, "alpha": 32}},
+    })
+    harmful, yoc = cfg.attacks
+    assert cfg.training_for(harmful).lr == 1e-4 and cfg.training_for(harmful).max_steps == 80
+    assert (cfg.training_for(harmful).lora.r, cfg.training_for(harmful).lora.alpha) == (32, 32)
+    assert cfg.training_for(yoc) == cfg.training and cfg.max_lora_rank() == 32
+    with pytest.raises(ConfigError) as err:
+        validate_config(base() | {"attacks": [{"name": "harmful", "training": {"lr": -1, "lora": {"r": 12}}}]})
+    text = "\n".join(err.value.problems)
+    assert "attacks[0].training.lr" in text and "attacks[0].training.lora.r" in text
