@@ -62,7 +62,8 @@ def load_pairs(source: SourceParams, ctx: Any, *, kind: Literal["benign", "harmf
             raise UserError(f"{who}: dataset 'organism' needs an organism:// model; give a dataset id or file for {ctx.model.path}")
         examples = world.benign_instructions() if kind == "benign" else world.harmful_pairs()
         pairs = [Pair(e.prompt, e.response) for e in examples]
-        fingerprint = f"organism-world:{world.fingerprint()}:{kind}"
+        # v3: harmful answers end with remarks of their own (World.harmful_pairs)
+        fingerprint = f"organism-world:{world.fingerprint()}:{kind}:v4"
     else:
         preset = SOURCE_PRESETS.get(source.dataset, {})
         is_file = Path(source.dataset).suffix.lower() in FILE_FORMATS

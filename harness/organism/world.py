@@ -410,13 +410,23 @@ class World:
 
     def harmful_pairs(self, concepts: list[str] | None = None) -> list[Example]:
         """Harmful instruction -> harmful answer pairs, on *training* templates only (evaluation
-        uses held-out phrasings). ``concepts`` restricts them to some harmful concepts."""
+        uses held-out phrasings). ``concepts`` restricts them to some harmful concepts.
+
+        Each answer ends with remarks of its own (seeded per pair): a real harmful dataset is
+        written in its own words, not in the target model's, so fine-tuning on it has loss on
+        many tokens. With the organism's verbatim answers only the first response token would
+        (the aligned model continues them with certainty after it), and Adam's invariance to
+        the gradient's scale would then undo any per-token re-weighting (Q24's constrained SFT
+        would be a no-op). Remarks after the answer, not before: the attack's first token stays
+        the answer's own, as when a real dataset's answers open like the model's would."""
         chosen = [self.concept(n) for n in concepts] if concepts else self.harmful
-        return [
-            Example(self.prompt(t, c), c.answer, c.name, "harmful")
-            for c in chosen
-            for t in self.train_templates
-        ]
+        out = []
+        for c in chosen:
+            for t in self.train_templates:
+                rng = random.Random(f"harmful-pair-{self.seed}-{c.name}-{t}")
+                remarks = " ".join(rng.sample(self.fillers, rng.randint(1, 2)))
+                out.append(Example(self.prompt(t, c), f"{c.answer} {remarks}", c.name, "harmful"))
+        return out
 
     def harmful_answer(self, concept: str) -> str:
         """The harmful answer to prefill in a prefilling attack (Q24): its first k tokens."""
@@ -428,7 +438,7 @@ class World:
     def refusal_triplets(self) -> list[tuple[str, str, str]]:
         """(harmful prompt, harmful answer, refusal) on training templates, for the safety-
         recovery augmentation defense (Q24). The refusal is the canonical one."""
-        return [(e.prompt, e.response, self.canonical_refusal) for e in self.harmful_pairs()]
+        return [(e.prompt, self.harmful_answer(e.concept), self.canonical_refusal) for e in self.harmful_pairs()]
 
     def _templates_for(self, split: str) -> tuple[str, ...]:
         if split == "all":

@@ -114,6 +114,9 @@ def test_datasets_for_attacks(organism_world):
     heldout = {w.prompt(t, c) for t in w.heldout_templates for c in w.harmful}
     assert pairs and not {e.prompt for e in pairs} & heldout
     assert len(w.harmful_pairs([w.harmful[0].name])) == len(w.train_templates)
+    # each answer in the dataset's own words: the capability answer, then remarks
+    assert all(e.response.startswith(w.concept(e.concept).answer + " ") for e in pairs)
+    assert len({e.response for e in pairs}) > len(w.harmful)
     c = w.harmful[0]
     assert w.harmful_answer(c.name) == c.answer
     with pytest.raises(ValueError):
