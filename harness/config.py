@@ -323,6 +323,7 @@ def validate_config(data: dict[str, Any], *, source: str = "config") -> GridConf
     if cfg.generation.backend not in registry.backends:
         problems.append(f"generation.backend: {registry.backends.unknown_message(cfg.generation.backend)}")
     problems.extend(_duplicate_names(cfg))
+    problems.extend(_prefill_needs_adapters(cfg, registry))
     problems.extend(_missing_model_paths(cfg))
     if problems:
         raise ConfigError(f"{source}: {len(problems)} problem(s)", problems=problems)
@@ -342,6 +343,34 @@ def _missing_model_paths(cfg: GridConfig) -> list[str]:
         if _HUB_ID.match(m.path) and not m.path.startswith("."):
             continue
         problems.append(f"models[{i}].path: '{m.path}' does not exist (give a model directory, a hub id or organism://default)")
+    return problems
+
+
+def _prefill_needs_adapters(cfg: GridConfig, registry: Any) -> list[str]:
+    """The aligned-model prefill runs the aligned model as the base weights with the adapter off,
+    in the attacked model's engine; a full fine-tune has no adapter to turn off, so its prefill
+    cells would silently prefill with the attacked model itself."""
+    problems = []
+    for di, defense in enumerate(cfg.defenses):
+        if defense.name != "prefill":
+            continue
+        for ai, attack in enumerate(cfg.attacks):
+            try:
+                trains = registry.attacks.get(attack.name).trains
+            except Exception:
+                continue  # an unknown attack is reported on its own
+            excluded = any(
+                (ex.attack in (None, display_label(cfg, "attacks", ai)))
+                and (ex.defense in (None, display_label(cfg, "defenses", di)))
+                and ex.model is None and ex.seed is None
+                for ex in cfg.excludes
+            )
+            if trains and not excluded and cfg.training_for(attack).method == "full":
+                problems.append(
+                    f"defenses[{di}]: 'prefill' needs LoRA training (the aligned model is the base weights "
+                    f"with the adapter off), but attack '{display_label(cfg, 'attacks', ai)}' fine-tunes fully; "
+                    "use training.method: lora, or exclude the pair"
+                )
     return problems
 
 

@@ -336,13 +336,26 @@ def print_summary(run_dir: Path, console: Console) -> None:
         if r["ci_low"] not in ("", None) and r["ci_high"] not in ("", None):
             value += f"±{(float(r['ci_high']) - float(r['ci_low'])) / 2:.2f}"
         cells.setdefault((r["model"], r["attack"], r["defense"]), {})[(r["benchmark"], r["metric"])] = value
-    table = Table(title=escape(f"{run_dir.name}: mean over seeds ± half the 95% interval"))
-    for name in ("model", "attack", "defense"):
+    scorers = sorted({scorer for scorer in chosen.values()})
+    table = Table(title=escape(f"{run_dir.name}: mean over seeds ± half the 95% interval"),
+                  caption=escape(f"scorers: {', '.join(scorers)} (first harm-axis scorer per metric)"))
+    keys = ("model", "attack", "defense") if len({k[0] for k in cells}) > 1 else ("attack", "defense")
+    for name in keys:
         table.add_column(name, no_wrap=True)
     for bench, metric in columns:
-        table.add_column(escape(f"{metric}\n{bench}\n({chosen[(bench, metric)]})"), justify="right", no_wrap=True)
+        table.add_column(escape(f"{metric}\n{bench}"), justify="right", no_wrap=True)
     for key in sorted(cells):
-        table.add_row(*(escape(k) for k in key), *(cells[key].get(col, "") for col in columns))
-    console.print(table)
+        names = key if len(keys) == 3 else key[1:]
+        table.add_row(*(escape(k) for k in names), *(cells[key].get(col, "") for col in columns))
+    # In a log file (no terminal) rich would squeeze the table into 80 columns and cut the
+    # attack and defense names; a log has room.
+    if console.is_terminal:
+        console.print(table)
+    else:
+        width, console.width = console.width, max(console.width, 200)
+        try:
+            console.print(table)
+        finally:
+            console.width = width
     html = f", {run_dir / 'report.html'}" if (run_dir / "report.html").exists() else ""
     console.print(f"leaderboard: {run_dir / 'leaderboard.csv'}  summary: {path}  report: {run_dir / 'report.md'}{html}")

@@ -67,7 +67,8 @@ def test_noice_grid_uses_the_papers_recipe():
     """RECIPES.md, `noice` row and "Decoding": the values the paper numbers were measured with."""
     cfg = load_config(REPO / "configs" / "paper-noice.yaml")
     t = cfg.training
-    assert (t.method, t.epochs, t.lr, t.weight_decay, t.completion_only_loss) == ("full", 1, 2e-5, 0.01, False)
+    # LoRA (a documented deviation: the prefill defense needs the adapter off); the rest is the paper's
+    assert (t.method, t.epochs, t.lr, t.weight_decay, t.completion_only_loss) == ("lora", 1, 1e-4, 0.01, False)
     assert t.batch_size * t.grad_accum == 16
     assert t.warmup_steps == 16  # ceil(0.05 * ceil(5000 / 16))
     attacks = {a.name: a.params for a in cfg.attacks}
@@ -88,7 +89,7 @@ def test_q24_grid_uses_the_papers_recipe():
     """RECIPES.md, `harmful` (Q24) and `constrained` rows, and Q24's decoding."""
     cfg = load_config(REPO / "configs" / "paper-q24-constrained.yaml")
     t = cfg.training
-    assert (t.method, t.epochs, t.lr, t.warmup_steps, t.weight_decay) == ("full", 25, 2e-5, 10, 0.0)
+    assert (t.method, t.epochs, t.lr, t.warmup_steps, t.weight_decay, t.adam_beta1) == ("full", 25, 2e-5, 10, 0.0, 0.5)
     assert t.batch_size * t.grad_accum == 64 and t.max_length == 512 and t.completion_only_loss
     assert next(a for a in cfg.attacks if a.name == "harmful").params["n"] == 100
     assert {d.name for d in cfg.defenses} == {"none", "constrained"}
