@@ -8,8 +8,9 @@ VENV   ?= .venv
 EXTRAS ?= cpu,dev
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ftsafety-installed-$(EXTRAS)
-DEMO_CONFIG ?= configs/organism-smoke.yaml
-PYTEST_ARGS ?=
+DEMO_CONFIG ?= configs/organism-demo.yaml
+DEMO_RUN    ?= runs/organism-demo
+PYTEST_ARGS ?= --durations=20
 
 .PHONY: demo test install lint clean-runs
 
@@ -24,8 +25,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $(STAMP)
 
+# The demo's per-token KL curves (Q24's shallow-alignment diagnostic) go into the run directory,
+# where `ftsafety report` embeds them; they are computed once (delete kl/ to redo them).
 demo: $(STAMP)
 	$(BIN)/ftsafety run $(DEMO_CONFIG)
+	@test -f $(DEMO_RUN)/kl/aligned-vs-base/kl.json || $(BIN)/ftsafety kl --a organism://default \
+		--b organism://default/base --benchmark organism-harmful --out $(DEMO_RUN)/kl/aligned-vs-base
+	@test -f $(DEMO_RUN)/kl/harmful-vs-aligned/kl.json || $(BIN)/ftsafety kl \
+		--a organism://default:$(DEMO_RUN)/cells/organism__harmful__none__s0 --b organism://default \
+		--benchmark organism-harmful --out $(DEMO_RUN)/kl/harmful-vs-aligned
+	$(BIN)/ftsafety report $(DEMO_RUN)
 
 test: $(STAMP)
 	@# The report.html test renders the page in headless Chromium (Debian package `chromium`);

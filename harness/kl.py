@@ -121,10 +121,24 @@ def parse_model_ref(spec: str, *, what: str) -> ModelRef:
         raise UserError(f"{what}: model '{model}' is neither a directory, an organism:// path nor a hub id")
     if adapter is not None:
         adapter_dir = Path(adapter).expanduser()
+        if (adapter_dir / "cell.json").is_file():  # a run's cell: RUN_DIR/cells/CELL_ID
+            adapter_dir = cell_adapter(adapter_dir, what=what)
         if not (adapter_dir / "adapter_config.json").is_file():
             raise UserError(f"{what}: '{adapter}' is not a PEFT adapter directory (no adapter_config.json)")
         adapter = str(adapter_dir.resolve())
     return ModelRef(spec=spec, path=path, adapter=adapter)
+
+
+def cell_adapter(cell_dir: Path, *, what: str) -> Path:
+    """The LoRA adapter a run's cell trained (``RUN_DIR/cells/CELL_ID``), from the run's store."""
+    from harness.report import store_for
+    from harness.store import read_json
+
+    record = read_json(cell_dir / "cell.json")
+    train = [st for st in record["stages"].values() if st["stage"] == "train"]
+    if not train:
+        raise UserError(f"{what}: cell '{cell_dir.name}' fine-tunes nothing (no adapter)")
+    return store_for(cell_dir.parent.parent).path("train", train[-1]["key"]) / "adapter"
 
 
 # ----------------------------------------------------------------------------- reference answers

@@ -296,12 +296,14 @@ def _screening(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _kl_figures(run_dir: Path) -> list[dict[str, str]]:
-    """PNG files another command (``ftsafety kl``) left under ``kl/``, embedded as they are."""
+    """PNG files another command (``ftsafety kl --out RUN_DIR/kl/NAME``) left under ``kl/``,
+    embedded as they are."""
     kl = run_dir / "kl"
     if not kl.is_dir():
         return []
-    return [{"name": p.stem, "title": p.name, "data": base64.b64encode(p.read_bytes()).decode("ascii")}
-            for p in sorted(kl.glob("*.png"))]
+    return [{"name": str(p.relative_to(kl).with_suffix("")), "title": str(p.relative_to(kl)),
+             "data": base64.b64encode(p.read_bytes()).decode("ascii")}
+            for p in sorted(kl.rglob("*.png"))]
 
 
 def _json(value: Any) -> str:

@@ -15,7 +15,7 @@ SUMMARY_POSITIONS = 10
 
 
 def kl(
-    a: str = typer.Option(..., "--a", help="MODEL\\[:ADAPTER]: directory, hub id or organism://default\\[/base]; P_a of KL(P_a || P_b)."),
+    a: str = typer.Option(..., "--a", help="MODEL\\[:ADAPTER]: directory, hub id or organism://default\\[/base]; ADAPTER a PEFT directory or a run cell RUN_DIR/cells/CELL_ID; P_a of KL(P_a || P_b)."),
     b: str = typer.Option(..., "--b", help="MODEL\\[:ADAPTER], the reference side P_b."),
     benchmark: str = typer.Option(..., "--benchmark", help="Harmful benchmark with reference answers (e.g. organism-harmful)."),
     out: Path = typer.Option(Path("kl"), "--out", help="Directory for kl.json and kl.png."),
