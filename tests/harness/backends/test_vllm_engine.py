@@ -416,7 +416,9 @@ class TestOrganism:
     def test_greedy_equals_hf_with_lora(self, organism_engine, tmp_path):
         pytest.importorskip("peft")
         organism_dir, engine = organism_engine
-        adapter = str(build_lora_adapter(organism_dir, tmp_path / "lora", seed=7, scale=0.05))
+        # scale 0.1: large enough to change 5 of the 8 greedy answers of the organism, small
+        # enough to leave no near-ties between vLLM and hf numerics
+        adapter = str(build_lora_adapter(organism_dir, tmp_path / "lora", seed=7, scale=0.1))
         reqs = self._requests(organism_dir, adapter)
         sampling = SamplingParams(max_tokens=48)
         with self._hf(organism_dir) as hf:
