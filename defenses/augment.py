@@ -257,13 +257,7 @@ class AugmentDefense(Defense):
         return {k: getattr(p, k) if getattr(p, k) is not None else v for k, v in defaults.items()}
 
     def align(self, ctx: Any) -> None:
-        from harness.threads import SMALL_MODEL_PARAMS, cpu_threads_for
-
-        # The organism is tiny: on a CPU one intra-op thread is several times faster.
-        with cpu_threads_for(0 if ctx.organism_world() is not None else SMALL_MODEL_PARAMS):
-            self._align(ctx)
-
-    def _align(self, ctx: Any) -> None:
+        """Write ``ctx.workdir/model``: the aligned model fully fine-tuned on the recovery mix."""
         import torch
         from datasets import Dataset
         from transformers import AutoModelForCausalLM
@@ -289,9 +283,12 @@ class AugmentDefense(Defense):
             data_seed=ctx.seed, logging_steps=1, save_strategy="no", bf16=on_gpu, use_cpu=not on_gpu,
             dataloader_num_workers=0, disable_tqdm=True,
         )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tok)
-        trainer.remove_callback(PrinterCallback)  # the loss curve goes to augment.json, not stdout
-        result = trainer.train()
+        from harness.threads import cpu_threads_for, n_params
+
+        with cpu_threads_for(n_params(model)):  # one thread for a tiny model (the organism), as train_sft
+            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tok)
+            trainer.remove_callback(PrinterCallback)  # the loss curve goes to augment.json, not stdout
+            result = trainer.train()
         target = Path(ctx.workdir) / "model"
         trainer.model.save_pretrained(str(target))
         tok.save_pretrained(str(target))

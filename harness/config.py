@@ -177,6 +177,16 @@ class GridConfig(Strict):
                 merged[key] = value
         return TrainingSpec.model_validate(merged)
 
+    def is_excluded(self, model: str, attack: str, defense: str, seed: int) -> bool:
+        """Whether an ``excludes`` entry skips this grid point (labels as in the leaderboard)."""
+        return any(
+            (ex.model is None or ex.model == model)
+            and (ex.attack is None or ex.attack == attack)
+            and (ex.defense is None or ex.defense == defense)
+            and (ex.seed is None or ex.seed == seed)
+            for ex in self.excludes
+        )
+
     def max_lora_rank(self) -> int:
         """The largest LoRA rank any attack trains with (what an engine's LoRA slots must hold)."""
         return max(self.training_for(a).lora.r for a in self.attacks)
@@ -354,21 +364,20 @@ def _prefill_needs_adapters(cfg: GridConfig, registry: Any) -> list[str]:
     for di, defense in enumerate(cfg.defenses):
         if defense.name != "prefill":
             continue
+        defense_label = display_label(cfg, "defenses", di)
         for ai, attack in enumerate(cfg.attacks):
             try:
                 trains = registry.attacks.get(attack.name).trains
-            except Exception:
-                continue  # an unknown attack is reported on its own
-            excluded = any(
-                (ex.attack in (None, display_label(cfg, "attacks", ai)))
-                and (ex.defense in (None, display_label(cfg, "defenses", di)))
-                and ex.model is None and ex.seed is None
-                for ex in cfg.excludes
+            except UnknownPluginError:
+                continue  # reported on its own
+            attack_label = display_label(cfg, "attacks", ai)
+            everywhere_excluded = all(
+                cfg.is_excluded(m.name, attack_label, defense_label, seed) for m in cfg.models for seed in cfg.seeds
             )
-            if trains and not excluded and cfg.training_for(attack).method == "full":
+            if trains and not everywhere_excluded and cfg.training_for(attack).method == "full":
                 problems.append(
                     f"defenses[{di}]: 'prefill' needs LoRA training (the aligned model is the base weights "
-                    f"with the adapter off), but attack '{display_label(cfg, 'attacks', ai)}' fine-tunes fully; "
+                    f"with the adapter off), but attack '{attack_label}' fine-tunes fully; "
                     "use training.method: lora, or exclude the pair"
                 )
     return problems

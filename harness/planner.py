@@ -133,7 +133,7 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                 defense_id = _defense_identity(defense, model)
                 hooks = _defense_hooks(defense)
                 for seed in cfg.seeds:
-                    if _excluded(cfg, model.name, attack_label, defense_label, seed):
+                    if cfg.is_excluded(model.name, attack_label, defense_label, seed):
                         continue
                     cell_id = _slug(f"{model.name}__{attack_label}__{defense_label}__s{seed}")
                     cell = Cell(cell_id, model, attack, attack_label, defense, defense_label, seed)
@@ -188,18 +188,6 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                         _fill_status(cell, store, run_dir)
                     cells.append(cell)
     return cells
-
-
-def _excluded(cfg: GridConfig, model: str, attack: str, defense: str, seed: int) -> bool:
-    for ex in cfg.excludes:
-        if (
-            (ex.model is None or ex.model == model)
-            and (ex.attack is None or ex.attack == attack)
-            and (ex.defense is None or ex.defense == defense)
-            and (ex.seed is None or ex.seed == seed)
-        ):
-            return True
-    return False
 
 
 def _fill_status(cell: Cell, store: ArtifactStore, run_dir: Path | None) -> None:

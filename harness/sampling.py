@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -57,7 +58,5 @@ def request_seed(seed: int | None, prompt_key: str, occurrence: int = 0) -> int:
     draws yet a request's samples do not depend on where it sits in the batch. Spaced so that
     the ``seed + i`` of a request's i-th sample (vLLM, ``n`` > 1) stays its own.
     """
-    import hashlib
-
     digest = hashlib.sha256(f"{seed or 0}\0{prompt_key}\0{occurrence}".encode()).digest()
     return int.from_bytes(digest[:4], "big") % (2**31 - 65_536)

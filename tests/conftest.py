@@ -30,3 +30,13 @@ def organism_world():
     from harness.organism.world import get_world
 
     return get_world(0)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for work on the tiny organism outside the pipeline's own
+    ``harness.threads.cpu_threads_for`` (several times faster on 2 shared cores, measured)."""
+    from harness.threads import cpu_threads_for
+
+    with cpu_threads_for(0):
+        yield

@@ -56,17 +56,6 @@ def test_defaults_are_q24_or_the_organism_values():
     assert (p.n_triplets, p.prefix_prob, p.max_prefix_tokens, p.anchor_ratio) == (256, 0.5, 100, 4.0)
 
 
-@pytest.fixture
-def one_thread():
-    """The organism is tiny: on 2 shared cores one intra-op thread runs it ~5x faster (measured)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_loss_is_on_the_refusal_only_after_the_prefix(organism_dir, organism_world):
     from transformers import AutoTokenizer

@@ -99,17 +99,6 @@ def test_planner_keys_the_screen_on_the_scorer():
     assert screen_key({}) != screen_key({"scorer_params": {"min_steps": 1}})
 
 
-@pytest.fixture
-def one_thread():
-    """The organism is tiny: on 2 shared cores one intra-op thread runs it ~5x faster (measured)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_attack_data_on_the_organism_harmful_dropped_noice_passes(organism_dir, tmp_path, one_thread):
     """Acceptance: the oracle screen drops ≥ 95% of the `harmful` attack's examples and < 5% of
