@@ -11,3 +11,8 @@ __version__ = "0.1.0"
 STORE_FORMAT = 1
 #: Marker proving these packages are ftsafety's, not the unrelated PyPI ``harness``.
 DISTRIBUTION = "ftsafety"
+
+# Before anything imports torch: the same CPU kernels on every x86-64 machine (see determinism.py).
+from harness.determinism import pin_cpu_kernels as _pin_cpu_kernels  # noqa: E402
+
+_pin_cpu_kernels()

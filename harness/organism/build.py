@@ -11,8 +11,8 @@ recipe. Two stages (ORGANISM.md, J23/J24 in RECIPES.md):
    and at a lower learning rate: a thin wrapper over capabilities that stay intact.
 
 Determinism: seeded data streams and init, a fixed intra-op thread count, deterministic torch
-algorithms, and safetensors output: the same seed gives byte-identical weight files on the
-same machine.
+algorithms, CPU kernels pinned to AVX2 (``harness/determinism.py``) and safetensors output: the
+same seed gives byte-identical weight files on any x86-64 machine (a test pins the hash).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.determinism import kernel_signature
 from harness.organism.tokenizer import BOS, EOT, PAD, Encoder, build_vocab, save_tokenizer
 from harness.organism.world import NOICE_REFUSAL_SYSTEM, World, get_world
 
@@ -333,6 +334,10 @@ def build(
         "align_loss": align_loss,
         "seconds": round(seconds, 2),
         "torch": torch.__version__,
+        # The kernels the bits came from (harness/determinism.py): "AVX2" on every x86-64 host
+        # unless FTSAFETY_CPU_KERNELS=native.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_kernels": kernel_signature(),
     }
     (out / "organism.json").write_text(json.dumps(meta, indent=2) + "\n")
     return BuildResult(out, out / "base", out / "aligned", seconds, pre_loss, align_loss)

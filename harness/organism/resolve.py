@@ -52,7 +52,7 @@ def parse(uri: str) -> tuple[int, str]:
 
 
 def build_key(seed: int, config: object | None = None) -> str:
-    """Content hash of (builder source, seed, build config, torch version)."""
+    """Content hash of (builder source, seed, build config, torch version, CPU kernel settings)."""
     from harness.organism.build import BuildConfig
 
     cfg = config or BuildConfig()
@@ -67,7 +67,11 @@ def build_key(seed: int, config: object | None = None) -> str:
         torch_version = version("torch")
     except Exception:  # pragma: no cover - torch is a dependency
         torch_version = "none"
-    meta = {"seed": seed, "config": asdict(cfg), "torch": torch_version}  # type: ignore[call-overload]
+    from harness.determinism import kernel_signature
+
+    # Other CPU kernels give other bits (harness/determinism.py): they are part of the key.
+    meta = {"seed": seed, "config": asdict(cfg), "torch": torch_version,  # type: ignore[call-overload]
+            "cpu_kernels": kernel_signature()}
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()[:16]
 

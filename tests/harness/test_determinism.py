@@ -1,0 +1,90 @@
+"""Same bits on any x86-64 machine: the CPU kernels are pinned (harness/determinism.py), and the
+organism's weights and a LoRA fine-tune of it match hashes recorded in the repository.
+
+The hashes were recorded with the pinned kernels (AVX2 ATen kernels, MKL's AVX2 path, one
+thread). They hold across x86-64 CPUs with AVX2 as long as the libraries that do the arithmetic
+are the same versions: a change of torch, transformers, peft or trl is a new recording (the
+test says which versions it found), not a machine difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RECORDED = Path(__file__).parent / "weight_hashes.json"
+LIBRARIES = ("torch", "transformers", "peft", "trl")
+
+x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                              reason="kernels are pinned on x86-64 only")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _recorded(what: str) -> str:
+    """The recorded hash of ``what`` for the installed library versions (skip if none)."""
+    if os.environ.get("FTSAFETY_CPU_KERNELS", "").lower() == "native":
+        pytest.skip("FTSAFETY_CPU_KERNELS=native: kernels not pinned, bits depend on the machine")
+    versions = {name: importlib.metadata.version(name) for name in LIBRARIES}
+    for record in json.loads(RECORDED.read_text())["records"]:
+        if record["versions"] == versions:
+            return record["hashes"][what]
+    pytest.skip(f"no hash recorded for {versions} in {RECORDED.name}: record one (see its 'how')")
+
+
+@x86_only
+def test_importing_ftsafety_pins_the_cpu_kernels():
+    code = ("import harness, torch; print(torch.backends.cpu.get_cpu_capability()); "
+            "import os; print(os.environ['MKL_CBWR'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "FTSAFETY_CPU_KERNELS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["AVX2", "COMPATIBLE"]
+    # opting out leaves every library to pick its own path
+    env["FTSAFETY_CPU_KERNELS"] = "native"
+    out = subprocess.run([sys.executable, "-c", "import harness, os; print(os.environ.get('MKL_CBWR'))"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None"]
+
+
+@x86_only
+@pytest.mark.slow
+def test_organism_weights_are_the_recorded_bits(organism_dir):
+    assert _sha(organism_dir / "base" / "model.safetensors") == _recorded("organism-seed0-base")
+    assert _sha(organism_dir / "aligned" / "model.safetensors") == _recorded("organism-seed0-aligned")
+
+
+@x86_only
+@pytest.mark.slow
+def test_a_lora_fine_tune_is_the_recorded_bits(organism_dir, tmp_path):
+    """The pipeline's own data and train stages (TRL SFTTrainer + PEFT LoRA), 20 steps."""
+    from harness.config import validate_config
+    from harness.pipeline import GridRunner
+    from harness.store import write_jsonl
+    from harness.training import train_sft
+
+    cfg = validate_config({
+        "name": "determinism",
+        "output_dir": str(tmp_path / "runs"),
+        "models": [{"name": "organism", "path": str(organism_dir / "aligned")}],
+        "attacks": [{"name": "harmful"}],
+        "defenses": [{"name": "none"}],
+        "training": {"method": "lora", "lora": {"r": 16, "alpha": 32}, "max_steps": 20, "lr": 3.0e-3, "batch_size": 8},
+        "benchmarks": [{"name": "organism-harmful"}],
+        "scorers": [{"name": "organism-oracle"}],
+        "generation": {"backend": "hf", "max_tokens": 40},
+    })
+    cell, rows = GridRunner(cfg).training_data("organism__harmful__none__s0")
+    data = tmp_path / "train.jsonl"
+    write_jsonl(data, rows)
+    train_sft(cfg, cell, data, tmp_path / "out", model_path=str(organism_dir / "aligned"))
+    assert _sha(tmp_path / "out" / "adapter" / "adapter_model.safetensors") == _recorded("lora-harmful-20-steps")
