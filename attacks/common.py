@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.chat import chat_for
 from harness.errors import UserError
-from harness.tables import FILE_FORMATS, load_table
+from harness.tables import load_table, must_exist, names_local_file
 
 #: Public instruction sets (RECIPES.md). Q23 removes safety-related rows from Alpaca and Dolly;
 #: ftsafety does not (no classifier is assumed): pass a filtered local file to reproduce that.
@@ -47,6 +46,11 @@ class SourceParams(BaseModel):
     n: int | None = Field(None, gt=0)
     """Use the first N pairs (RECIPES.md: HelpSteer 5000 for NOICE; Q23: 10/50/100 harmful pairs)."""
 
+    @field_validator("dataset")
+    @classmethod
+    def _local_file_exists(cls, value: str) -> str:
+        return must_exist(value) if names_local_file(value) else value  # type: ignore[return-value]
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -66,7 +70,7 @@ def load_pairs(source: SourceParams, ctx: Any, *, kind: Literal["benign", "harmf
         fingerprint = f"organism-world:{world.fingerprint()}:{kind}:v4"
     else:
         preset = SOURCE_PRESETS.get(source.dataset, {})
-        is_file = Path(source.dataset).suffix.lower() in FILE_FORMATS
+        is_file = names_local_file(source.dataset)
         rows, fingerprint = load_table(
             who, path=source.dataset if is_file else None, dataset_id=preset.get("dataset_id", source.dataset),
             revision=source.revision, split=source.split,

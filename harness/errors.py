@@ -22,3 +22,15 @@ class ConfigError(UserError):
 
 class UnknownPluginError(UserError):
     """A plugin name that no registry knows."""
+
+
+class RetryableError(Exception):
+    """Work that failed for a transient reason (e.g. a judge's requests still failed after their
+    retries). Nothing was recorded for it, so a rerun retries exactly that work.
+
+    Not a ``UserError``: there is nothing to fix in the config. The CLI prints ``error: <message>``
+    on one line and exits with code 3, so that a script can tell "rerun later" (3) from a user
+    mistake (2) and a crash (1).
+    """
+
+    exit_code = 3

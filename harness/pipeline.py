@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import registry
 from harness.config import GridConfig, spec_by_label
-from harness.errors import UserError
+from harness.errors import RetryableError, UserError
 from harness.generation import generate_rows, score_rows
 from harness.planner import Cell, Stage, plan_cells
 from harness.plugins import EvalPrompt
-from harness.rundir import Manifest, cache_root, prepare_run_dir, stage_log
+from harness.rundir import Manifest, cache_root, prepare_run_dir, run_lock, stage_log, write_plan
 from harness.store import ArtifactStore, atomic_write_json, read_json, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def _progress(console: Console) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=False, disable=not console.is_terminal and console.quiet,
+        # libraries' prints to stdout go where stdout goes (a quiet run's log), not over the bars
+        redirect_stdout=False,
     )
 
 
@@ -62,13 +65,20 @@ class GridRunner:
         self.run_dir = prepare_run_dir(Path(cfg.output_dir), cfg.name)
         self.store = ArtifactStore(cache_root(cfg))
         self.executed: dict[str, int] = {}
+        #: Score artifacts left incomplete by retryable failures, by scorer label.
+        self.incomplete: dict[str, dict[str, Any]] = {}
         self._benchmark_items: dict[str, tuple[list[EvalPrompt], str | None]] = {}
 
     # ------------------------------------------------------------------ entry point
 
     def run(self) -> RunResult:
+        with run_lock(self.run_dir):  # one run per run directory at a time
+            return self._run_locked()
+
+    def _run_locked(self) -> RunResult:
         self.store.sweep_temporaries()
         cells = plan_cells(self.cfg, self.store, self.run_dir)
+        write_plan(self.run_dir, [c.id for c in cells])
         self.manifest = Manifest(self.run_dir, self.cfg.model_dump(mode="json"), cache_dir=self.store.root)
         status = "failed"
         try:
@@ -81,7 +91,7 @@ class GridRunner:
             for cell in cells:
                 self._write_cell_record(cell)
             self._timed("report", lambda: self._report(cells))
-            status = "complete"
+            status = "incomplete" if self.incomplete else "complete"  # incomplete: judge failures, rerun
         finally:
             self.manifest.data["executed"] = self.executed
             self.manifest.finish(status)
@@ -370,18 +380,30 @@ class GridRunner:
                 if hasattr(scorer, "cache_dir") and not spec.params.get("cache_dir"):
                     scorer.cache_dir = self.store.root / "judge-cache"  # API judgments live with the run store
                 provenance = scorer.provenance() if hasattr(scorer, "provenance") else {"scorer": spec.name}
+                endpoint_down: RetryableError | None = None
                 try:
                     for cell, st in work:
                         gen_stage = cell.stage(f"generate/{st.benchmark}")
                         assert gen_stage is not None
                         rows = read_jsonl(self.store.path("generate", gen_stage.key) / "generations.jsonl")
-                        with stage_log(self.run_dir, cell.id, st.slot):
-                            with self.store.writing(st.stage, st.key, st.inputs) as out:
-                                labels = scorer.score(rows) if rows else []
-                                write_jsonl(out / "scores.jsonl", score_rows(rows, labels, label))
-                                atomic_write_json(out / "provenance.json", provenance)
+                        with stage_log(self.run_dir, cell.id, st.slot) as slog:
+                            try:
+                                if endpoint_down is not None:  # do not wait out every retry again
+                                    raise RetryableError("not sent: the judge failed every request before")
+                                with self.store.writing(st.stage, st.key, st.inputs) as out:
+                                    labels = scorer.score(rows) if rows else []
+                                    write_jsonl(out / "scores.jsonl", score_rows(rows, labels, label))
+                                    atomic_write_json(out / "provenance.json", provenance)
+                            except RetryableError as exc:
+                                # Not a result: the artifact stays incomplete (a rerun retries it);
+                                # the other artifacts and stages carry on.
+                                slog.error("cell %s: %s not recorded: %s", cell.id, st.slot, exc)
+                                self._record_incomplete(label, exc, items=getattr(exc, "failed", len(rows)))
+                                if getattr(exc, "answered", None) == 0:
+                                    endpoint_down = exc
+                            else:
+                                self._count("score")
                             self._write_cell_record(cell)
-                        self._count("score")
                         progress.advance(task)
                 finally:
                     close = getattr(scorer, "close", None)
@@ -393,6 +415,22 @@ class GridRunner:
                         **({"ledger": ledger.as_dict() if hasattr(ledger, "as_dict") else ledger} if ledger else {}),
                     }
 
+    def _record_incomplete(self, scorer: str, exc: RetryableError, *, items: int) -> None:
+        """Count a score artifact left incomplete by a retryable failure (for the run's summary
+        and the manifest)."""
+        entry = self.incomplete.setdefault(scorer, {"artifacts": 0, "items": 0, "error": getattr(exc, "reason", str(exc))})
+        entry["artifacts"] += 1
+        entry["items"] += items
+        self.manifest.data["incomplete"] = self.incomplete
+
+    def incomplete_summary(self) -> str | None:
+        """One line naming what was not recorded and why, or None when the run is complete."""
+        if not self.incomplete:
+            return None
+        parts = [f"scorer '{name}': {e['items']} item(s) in {e['artifacts']} score artifact(s) not judged "
+                 f"({e['error']})" for name, e in self.incomplete.items()]
+        return f"scores not recorded: {'; '.join(parts)}; rerun to retry"
+
     # ------------------------------------------------------------------ report
 
     def _report(self, cells: list[Cell]) -> None:
@@ -401,6 +439,25 @@ class GridRunner:
         write_run_outputs(self.run_dir, self.store)
 
 
-def run_grid(cfg: GridConfig, console: Console | None = None) -> RunResult:
-    """Plan and execute a grid; completed artifacts are reused (resume)."""
-    return GridRunner(cfg, console).run()
+class RunIncomplete(RetryableError):
+    """The run finished, but some work failed for a transient reason and was not recorded (e.g.
+    judge requests after their retries); ``result`` is what the run did. Exit code 3."""
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def run_grid(cfg: GridConfig, console: Console | None = None, *, quiet: bool = False) -> RunResult:
+    """Plan and execute a grid; completed artifacts are reused (resume). Raises ``RunIncomplete``
+    after the report when some score artifacts could not be computed (a rerun retries them).
+    ``quiet``: engine and library output goes to ``<run>/logs/engine.log`` (``harness.quiet``)."""
+    from harness.quiet import library_output_to
+
+    runner = GridRunner(cfg, console)
+    with library_output_to(runner.run_dir / "logs" / "engine.log") if quiet else nullcontext():
+        result = runner.run()
+    summary = runner.incomplete_summary()
+    if summary:
+        raise RunIncomplete(summary, result)
+    return result

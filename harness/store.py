@@ -3,21 +3,27 @@
 An artifact is a directory ``<cache>/<stage>/<key>/``. It is written into a temporary sibling
 directory; its ``_COMPLETE`` marker is written last, and only then is the directory renamed into
 place. A killed process therefore leaves at most a ``.tmp-*`` directory, never a half-written
-artifact under its final name, and a rerun redoes exactly the unfinished stages.
+artifact under its final name, and a rerun redoes exactly the unfinished stages. The marker
+records every file's size and digest (and a .jsonl file's row count); an artifact whose files
+no longer match it (truncated, edited, deleted) is not complete, so it is recomputed, never used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 COMPLETE = "_COMPLETE"
 #: Files larger than this are fingerprinted by size + head/tail hash instead of full content,
@@ -67,6 +73,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; the file gets the mode open() would have given it.
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -75,6 +83,29 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (/proc/self/status).
+
+    Elsewhere reading it means setting it: the two calls are serialised, and the value set
+    meanwhile is the restrictive 077, so a file another thread creates in that instant gets
+    fewer permissions, never more.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -94,6 +125,58 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+# ----------------------------------------------------------------------------- integrity
+
+#: ``ArtifactStore.problem`` of an artifact that was never completed (no marker).
+NOT_WRITTEN = "not computed"
+
+
+def _count_rows(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def file_record(root: Path) -> dict[str, dict[str, Any]]:
+    """What ``_COMPLETE`` records of an artifact's files: ``{relative path: {size, digest
+    [, rows]}}`` (digest: ``file_digest``; rows: non-empty lines of a .jsonl file)."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != COMPLETE:
+            entry: dict[str, Any] = {"size": p.stat().st_size, "digest": file_digest(p)}
+            if p.suffix == ".jsonl":
+                entry["rows"] = _count_rows(p)
+            out[p.relative_to(root).as_posix()] = entry
+    return out
+
+
+#: Files at least this big are re-verified only when their size, mtime or inode changed; smaller
+#: ones (generations, scores) on every check: cheap, and an edit within the file system's
+#: timestamp granularity cannot hide behind an unchanged mtime.
+MEMO_MIN_SIZE = 2**20
+
+
+def verify_files(root: Path, record: dict[str, dict[str, Any]], verified: set[tuple[str, int, int, int]]) -> str | None:
+    """None when every recorded file under ``root`` has its recorded size and digest; else the
+    first difference, in words. ``verified`` memoises big files found intact (by path and stat)."""
+    for rel, want in sorted(record.items()):
+        path = root / rel
+        try:
+            st = path.stat()
+        except OSError:
+            return f"{rel} is missing"
+        memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        if memo in verified:
+            continue  # only big files are memoised: see MEMO_MIN_SIZE
+        if st.st_size != want.get("size"):
+            rows = f", {_count_rows(path)} of {want['rows']} rows" if "rows" in want else ""
+            return f"{rel} has {st.st_size} bytes, {want.get('size')} recorded{rows}"
+        if file_digest(path) != want.get("digest"):
+            return f"{rel} was modified after it was written (its content hash differs)"
+        if st.st_size >= MEMO_MIN_SIZE:
+            verified.add(memo)
+    return None
+
+
 # ----------------------------------------------------------------------------- artifacts
 
 
@@ -102,12 +185,38 @@ class ArtifactStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        # Big files already verified by this process, by (path, size, mtime, inode): a run asks
+        # about the same artifact many times and must not rehash its weights every time.
+        self._verified: set[tuple[str, int, int, int]] = set()
+        self._warned: set[Path] = set()
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
     def is_complete(self, stage: str, key: str) -> bool:
-        return (self.path(stage, key) / COMPLETE).exists()
+        """Marked complete and intact: every file the marker records has its recorded size and
+        digest. A damaged artifact is logged (once) and counts as not computed, so a run
+        recomputes it."""
+        problem = self.problem(stage, key)
+        if problem is not None and problem != NOT_WRITTEN and self.path(stage, key) not in self._warned:
+            self._warned.add(self.path(stage, key))
+            log.warning("artifact %s is unusable (%s); a run recomputes it", self.path(stage, key), problem)
+        return problem is None
+
+    def problem(self, stage: str, key: str) -> str | None:
+        """None when the artifact is complete and intact; else what is wrong with it
+        (``NOT_WRITTEN`` when it has no completion marker at all)."""
+        path = self.path(stage, key)
+        marker = path / COMPLETE
+        try:
+            files = read_json(marker).get("files")
+        except FileNotFoundError:
+            return NOT_WRITTEN
+        except (OSError, ValueError, AttributeError):
+            return f"its {COMPLETE} marker is unreadable"
+        if not isinstance(files, dict):
+            return f"its {COMPLETE} marker has no file record (written by an older ftsafety)"
+        return verify_files(path, files, self._verified)
 
     def metadata(self, stage: str, key: str) -> dict[str, Any]:
         return read_json(self.path(stage, key) / COMPLETE)
@@ -125,11 +234,11 @@ class ArtifactStore:
         tmp.mkdir()
         try:
             yield tmp
-            atomic_write_json(tmp / COMPLETE, {"stage": stage, "key": key, "inputs": inputs})
+            atomic_write_json(tmp / COMPLETE, {"stage": stage, "key": key, "inputs": inputs, "files": file_record(tmp)})
             if final.exists():
                 # Another process, or a run that died after the rename, finished it first:
-                # identical content by construction, keep the existing one.
-                if (final / COMPLETE).exists():
+                # identical content by construction, keep the existing one (unless damaged).
+                if self.problem(stage, key) is None:
                     shutil.rmtree(tmp)
                     return
                 shutil.rmtree(final)

@@ -7,12 +7,31 @@ registering plugins must stay light.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from harness.errors import UserError
 from harness.store import file_digest
 
 FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def names_local_file(value: str) -> bool:
+    """Whether a data source names a local file (by its suffix) rather than a hub dataset id."""
+    return Path(value).suffix.lower() in FILE_FORMATS
+
+
+def must_exist(value: str | None) -> str | None:
+    """Pydantic check of a param naming a local file or directory: a missing one is a config
+    error that ``ftsafety validate`` reports, not a failure after an engine has started."""
+    if value is not None and not Path(value).expanduser().exists():
+        raise ValueError(f"local file not found: {value} (a relative path is relative to the current directory)")
+    return value
+
+
+#: A plugin param naming a local file or directory that must exist (or None).
+ExistingPath = Annotated[str | None, AfterValidator(must_exist)]
 
 
 def first_line(exc: BaseException) -> str:

@@ -22,15 +22,16 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.errors import UserError
+from harness.paths import NOT_AN_INPUT
 from harness.plugins import Benchmark, EvalPrompt
 from harness.registry import benchmarks
 from harness.store import file_digest
-from harness.tables import hub_error, load_table, read_local_file
+from harness.tables import ExistingPath, hub_error, load_table, read_local_file
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class HubParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str | None = None
+    path: ExistingPath = None
     """Local JSON/JSONL/CSV/Parquet file to load instead of the hub (same columns)."""
     dataset_id: str = ""
     """Hugging Face dataset id."""
@@ -76,7 +77,7 @@ class HubParams(BaseModel):
     """Keep only rows whose column value (as text) is in the list, e.g. {label: [safe]}."""
     limit: int | None = Field(None, gt=0)
     """Use only the first N prompts (after filtering)."""
-    cache_dir: str | None = None
+    cache_dir: Annotated[str | None, NOT_AN_INPUT] = None
     """``datasets`` cache directory (default: the ``datasets`` default)."""
     system_prompt: str | None = None
     """System prompt for this benchmark's prompts (overrides the model's)."""

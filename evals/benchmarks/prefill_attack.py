@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.errors import UserError
 from harness.plugins import Benchmark, EvalPrompt, Kind
 from harness.registry import benchmarks
+from harness.tables import ExistingPath
 
 #: Q24's prefilling-attack lengths.
 Q24_K = (5, 10, 20, 40)
@@ -101,7 +102,7 @@ class FilePrefillParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    path: str | None = None
+    path: ExistingPath = None
     """Local JSON/JSONL/CSV/Parquet file of (prompt, harmful answer) pairs."""
     dataset_id: str | None = None
     """Hub dataset id (when no path is given)."""

@@ -6,8 +6,9 @@ bare environment, and a stub server in the tests exercises exactly this code.
 Judge hygiene (METRICS.md):
 
 - the API key is read from the environment variable the config *names* (``api_key_env``); it
-  is sent only in the ``Authorization`` header, redacted from error messages, and never
-  written to the cache, the ledger or logs;
+  is sent only in the ``Authorization`` header and only to ``base_url``'s origin (a redirect
+  to another origin is refused: ``_SameOriginRedirects``), redacted from error messages, and
+  never written to the cache, the ledger or logs;
 - judgments are cached on disk, one JSON file per key, keyed by sha256 of (judge, endpoint,
   model, template name and hash, decoding, sanitiser version, prompt, response); a cache file
   holds the raw output and token usage only;
@@ -25,12 +26,13 @@ import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.errors import UserError
+from harness.errors import RetryableError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,10 @@ class JudgeLedger(dict):
     """Token and cost accounting for one judge over a run, for the run manifest.
 
     A plain ``dict`` (JSON-ready as it is) with keys ``model``, ``requests``, ``cache_hits``,
-    ``retries``, ``failures``, ``prompt_tokens``, ``completion_tokens``, ``cost_usd`` (None
-    without prices) and ``errors`` (the first 20 failure messages, key redacted).
+    ``retries``, ``failures`` (requests that failed after their retries), ``malformed`` (answers
+    that are not a chat completion's text: unscored items), ``prompt_tokens``,
+    ``completion_tokens``, ``cost_usd`` (None without prices) and ``errors`` (the first 20
+    failure messages, key redacted).
     """
 
     MAX_ERRORS: ClassVar[int] = 20
@@ -59,6 +63,7 @@ class JudgeLedger(dict):
             cache_hits=0,
             retries=0,
             failures=0,
+            malformed=0,
             prompt_tokens=0,
             completion_tokens=0,
             cost_usd=None,
@@ -80,9 +85,8 @@ class JudgeLedger(dict):
         completion_price_per_1k: float | None,
     ) -> None:
         """Add one response's ``usage`` tokens, and their cost when prices are given."""
-        usage = usage or {}
-        p = int(usage.get("prompt_tokens") or 0)
-        c = int(usage.get("completion_tokens") or 0)
+        usage = usage if isinstance(usage, dict) else {}
+        p, c = _token_count(usage.get("prompt_tokens")), _token_count(usage.get("completion_tokens"))
         self["prompt_tokens"] += p
         self["completion_tokens"] += c
         if prompt_price_per_1k is not None or completion_price_per_1k is not None:
@@ -92,6 +96,14 @@ class JudgeLedger(dict):
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return {**self, "errors": list(self["errors"])}
+
+
+def _token_count(value: Any) -> int:
+    """A usage count as an int; anything that is not a non-negative number counts 0 (a server's
+    odd ``usage`` must not crash the accounting)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        return 0
+    return int(value)
 
 
 class JudgeCache:
@@ -128,7 +140,100 @@ class JudgeCache:
 
 
 class ApiRequestFailed(Exception):
-    """A request that still failed after all retries (the item is left unscored)."""
+    """A request that still failed after all retries (network, HTTP or gateway error)."""
+
+
+class JudgeRequestsFailed(RetryableError):
+    """Some of a batch's judge requests failed after their retries. Failed requests are not a
+    result: the batch gets no labels (its score artifact is not written), the answers that did
+    arrive are in the judgment cache, and a rerun asks only for the failed items."""
+
+    def __init__(self, reason: str, *, failed: int, total: int, answered: int) -> None:
+        super().__init__(f"{failed} of {total} item(s) not judged: {reason}")
+        #: The first failure's message (API key redacted).
+        self.reason = reason
+        self.failed = failed
+        self.total = total
+        #: Requests of the batch that got an answer; 0 means the endpoint looks down.
+        self.answered = answered
+
+
+class MalformedCompletion(ValueError):
+    """A 200 response that is not a chat completion with a text answer (the reason is the
+    message). The judge answered, but with nothing to parse: an unscored item, not a retry."""
+
+
+def completion_text(payload: Any) -> str:
+    """The text of the first choice of a chat-completions body; ``MalformedCompletion`` (with
+    the reason) for any other shape: not an object, ``choices`` missing or empty, a choice or
+    ``message`` that is not an object, ``content`` missing/null or not text. ``content`` given
+    as a list of text parts (the newer OpenAI form) is joined."""
+    if not isinstance(payload, dict):
+        raise MalformedCompletion(f"body is a JSON {type(payload).__name__}, not an object")
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise MalformedCompletion("no 'choices' list" if not isinstance(choices, list) else "'choices' is empty")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise MalformedCompletion("choices[0] has no 'message' object")
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content and all(_is_text_part(part) for part in content):
+        return "".join(part if isinstance(part, str) else part["text"] for part in content)
+    refusal = message.get("refusal")
+    if content is None and isinstance(refusal, str) and refusal:
+        raise MalformedCompletion(f"the judge refused: {refusal[:200]}")
+    raise MalformedCompletion(f"message content is {'null' if content is None else type(content).__name__}, not text")
+
+
+def _is_text_part(part: Any) -> bool:
+    return isinstance(part, str) or (isinstance(part, dict) and isinstance(part.get("text"), str))
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) with the scheme's default port filled in; ``None`` if unparseable."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # e.g. a port that is not a number
+        return None
+
+
+def _origin_text(url: str) -> str:
+    """``scheme://host:port`` of ``url`` for messages: never its path, query or user info, which
+    a server chose and could carry anything."""
+    origin = _origin(url)
+    return f"{origin[0]}://{origin[1]}:{origin[2]}" if origin else "an unparseable URL"
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only within the request's origin (scheme, host and port).
+
+    urllib copies every header, ``Authorization`` included, onto the redirected request: a
+    redirect to another origin (another host, port, or an https → http downgrade) would hand the
+    API key to whoever that is. Such a redirect is refused rather than followed without the
+    header: a POST redirected with 301/302/303 becomes a body-less GET, so following it could
+    not produce a judgment anyway, and refusing names the fix (``base_url``)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        source_origin = _origin(req.full_url)
+        if source_origin is None or _origin(newurl) != source_origin:
+            fp.close()
+            # Not retried (ApiRequestFailed is not one of the errors ``complete`` retries): the
+            # same request would be redirected the same way. Recorded as this item's failure.
+            raise ApiRequestFailed(
+                f"refused HTTP {code} redirect from {_origin_text(req.full_url)} to another origin "
+                f"{_origin_text(newurl)}: the API key is never sent across origins; set base_url to "
+                "the endpoint that answers"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+#: The opener every judge request goes through (urllib's default handlers, redirects same-origin).
+_OPENER = urllib.request.build_opener(_SameOriginRedirects)
 
 
 @dataclass
@@ -144,9 +249,11 @@ class ChatCompletionsClient:
     def _redact(self, text: str) -> str:
         return text.replace(self.api_key, "***") if self.api_key else text
 
-    def complete(self, body: dict[str, Any], on_retry: Any = None) -> dict[str, Any]:
-        """The decoded JSON response; raises ``UserError`` on 401/403/404, ``ApiRequestFailed``
-        when retries are exhausted or the error is not retryable."""
+    def complete(self, body: dict[str, Any], on_retry: Any = None) -> Any:
+        """The decoded JSON body of a 200 response, whatever its shape (``completion_text``
+        extracts the answer); raises ``UserError`` on 401/403/404, ``ApiRequestFailed`` when
+        retries are exhausted or the error is not retryable (a body that is not JSON, or an
+        error object, counts as a failed attempt: it is retried)."""
         url = self.base_url.rstrip("/") + "/chat/completions"
         data = json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -157,10 +264,13 @@ class ChatCompletionsClient:
             retry_after: float | None = None
             try:
                 request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with _OPENER.open(request, timeout=self.timeout) as response:
                     payload = json.loads(response.read().decode("utf-8"))
-                if not isinstance(payload, dict) or not payload.get("choices"):
-                    raise ValueError("response has no 'choices'")
+                if isinstance(payload, dict) and payload.get("error") and "choices" not in payload:
+                    # Some gateways report failures as an error object with status 200: a failed
+                    # request (retried), not an answer. Any other shape is the judge's answer,
+                    # judged by ``completion_text`` (an unparseable one is an unscored item).
+                    raise ValueError(f"error in a 200 response: {str(payload['error'])[:300]}")
                 return payload
             except urllib.error.HTTPError as exc:
                 detail = self._redact(_read_error_body(exc))

@@ -31,8 +31,9 @@ import logging
 import os
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -41,6 +42,9 @@ from evals.scorers.api import (
     ChatCompletionsClient,
     JudgeCache,
     JudgeLedger,
+    JudgeRequestsFailed,
+    MalformedCompletion,
+    completion_text,
     read_api_key,
 )
 from evals.scorers.parsers import (
@@ -61,6 +65,7 @@ from evals.scorers.templates import (
     template_sha256,
 )
 from harness.errors import UserError
+from harness.paths import NOT_AN_INPUT
 from harness.plugins import GenerationRequest, ScoreLabel, Scorer
 from harness.registry import scorers
 from harness.sampling import SamplingParams
@@ -450,7 +455,7 @@ class ApiJudgeParams(BaseModel):
     """First retry delay in seconds (doubles each retry; ``Retry-After`` wins when sent)."""
     timeout: float = Field(60.0, gt=0.0)
     """Per-request timeout in seconds."""
-    cache_dir: str | None = None
+    cache_dir: Annotated[str | None, NOT_AN_INPUT] = None
     """Judgment cache directory; default ``$FTSAFETY_JUDGE_CACHE`` or ``~/.cache/ftsafety/judge``."""
     prompt_price_per_1k: float | None = Field(None, ge=0.0)
     """USD per 1k prompt tokens, for the cost ledger."""
@@ -475,9 +480,11 @@ class ApiJudge(Scorer):
     """A judge behind an OpenAI-compatible API (q24 or noice templates), cached, with a ledger.
 
     ``ledger`` (a ``JudgeLedger``) accumulates requests, cache hits, retries, failures, tokens
-    and cost over every ``score()`` call: put ``ledger.as_dict()`` in the run manifest. Items
-    whose request still fails after the retries are unscored (and not cached: a rerun retries
-    them); 401/403/404 stop with a ``UserError``.
+    and cost over every ``score()`` call: put ``ledger.as_dict()`` in the run manifest. When a
+    request still fails after the retries, ``score()`` raises ``JudgeRequestsFailed`` (a
+    ``RetryableError``: the pipeline leaves that score artifact incomplete, a rerun asks only
+    for what is not cached); a 200 answer that is not a completion's text is an unscored item;
+    401/403/404 stop with a ``UserError``.
     """
 
     Params: ClassVar[type[BaseModel]] = ApiJudgeParams
@@ -535,6 +542,10 @@ class ApiJudge(Scorer):
         )
 
     def score(self, items: list[dict[str, Any]]) -> list[ScoreLabel]:
+        """Labels for ``items``; raises ``JudgeRequestsFailed`` when any request still failed
+        after its retries (the answers that arrived are cached: a rerun asks only for the rest).
+        An answer that is not a chat completion's text is an unscored item with the reason in
+        ``raw``; an answer the template's parser cannot read is unscored too (never imputed)."""
         if not items:
             return []
         p = self.params
@@ -542,24 +553,32 @@ class ApiJudge(Scorer):
         parse = _TEMPLATE_PARSERS[p.template]  # type: ignore[attr-defined]
         keys: list[str] = []
         todo: dict[str, str] = {}  # cache key -> judge prompt, deduplicated
-        outputs: dict[str, str] = {}
+        labels: dict[str, ScoreLabel] = {}
         for item in items:
             prompt, response = prompt_text(item), response_text(item)
             key = self.cache_key(prompt, response)
             keys.append(key)
-            if key in outputs or key in todo:
+            if key in labels or key in todo:
                 continue
             hit = cache.get(key)
             if hit is not None and isinstance(hit.get("output"), str):
-                outputs[key] = hit["output"]
+                labels[key] = parse(hit["output"])
                 self.ledger.count("cache_hits")
             else:
                 todo[key] = build_judge_prompt(p.template, prompt, response)  # type: ignore[attr-defined]
         if todo:
-            outputs.update(self._request_all(todo, cache))
-        return [parse(outputs[k]) if k in outputs else ScoreLabel(status="unscored") for k in keys]
+            batch = self._request_all(todo, cache)
+            labels.update({k: parse(text) for k, text in batch.outputs.items()})
+            labels.update({k: ScoreLabel(status="unscored", raw=why) for k, why in batch.malformed.items()})
+            if batch.failed:
+                failed = sum(1 for k in keys if k in batch.failed)
+                raise JudgeRequestsFailed(
+                    next(iter(batch.failed.values())),
+                    failed=failed, total=len(items), answered=len(batch.outputs) + len(batch.malformed),
+                )
+        return [labels[k] for k in keys]
 
-    def _request_all(self, todo: dict[str, str], cache: JudgeCache) -> dict[str, str]:
+    def _request_all(self, todo: dict[str, str], cache: JudgeCache) -> _Batch:
         p = self.params
         client = ChatCompletionsClient(
             base_url=p.base_url,  # type: ignore[attr-defined]
@@ -569,13 +588,21 @@ class ApiJudge(Scorer):
             initial_backoff=p.initial_backoff,  # type: ignore[attr-defined]
         )
         decoding = self.decoding()
-        results: dict[str, str] = {}
+        batch = _Batch()
+        # Once this many requests failed and none got an answer, the endpoint is down: the
+        # remaining items are not sent (each would wait out its retries for nothing).
+        outage_after = max(p.concurrency, 3)  # type: ignore[attr-defined]
+        endpoint_down = threading.Event()
 
         def count_retry() -> None:
             with self._lock:
                 self.ledger.count("retries")
 
         def one(key: str, judge_prompt: str) -> None:
+            if endpoint_down.is_set():
+                with self._lock:
+                    batch.failed[key] = "not sent: the endpoint failed every request before it"
+                return
             body = {
                 "model": p.model,  # type: ignore[attr-defined]
                 "messages": [{"role": "user", "content": judge_prompt}],
@@ -588,26 +615,41 @@ class ApiJudge(Scorer):
                 with self._lock:
                     self.ledger.count("requests")
                     self.ledger.add_error(str(exc))
-                log.warning("api-judge: request failed, item left unscored: %s", exc)
+                    batch.failed[key] = str(exc)
+                    if not batch.outputs and not batch.malformed and len(batch.failed) >= outage_after:
+                        endpoint_down.set()
+                log.warning("api-judge: request failed, item not judged: %s", exc)
                 return
-            message = (payload["choices"][0] or {}).get("message") or {}
-            output = message.get("content") or ""
-            usage = payload.get("usage") or {}
+            usage = payload.get("usage") if isinstance(payload, dict) else None
+            with self._lock:
+                self.ledger.count("requests")
+                self.ledger.add_usage(usage, p.prompt_price_per_1k, p.completion_price_per_1k)  # type: ignore[attr-defined]
+            try:
+                output = completion_text(payload)
+            except MalformedCompletion as exc:
+                # The judge answered with something that is not a completion's text: an unscored
+                # item (with the reason), not cached, so a recomputation asks again.
+                body_text = json.dumps(payload, ensure_ascii=False)[:300]
+                with self._lock:
+                    self.ledger.count("malformed")
+                    batch.malformed[key] = f"malformed judge response ({exc}): {body_text}"
+                log.warning("api-judge: malformed response, item unscored: %s", exc)
+                return
+            model = payload.get("model")
             cache.put(
                 key,
                 {
-                    "model": payload.get("model") or p.model,  # type: ignore[attr-defined]
+                    "model": model if isinstance(model, str) else p.model,  # type: ignore[attr-defined]
                     "template": p.template,  # type: ignore[attr-defined]
                     "template_sha256": TEMPLATES[p.template].sha256,  # type: ignore[attr-defined]
                     "decoding": decoding,
                     "output": output,
-                    "usage": {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens")},
+                    "usage": {k: (usage or {}).get(k) for k in ("prompt_tokens", "completion_tokens")}
+                    if isinstance(usage, dict) else {},
                 },
             )
             with self._lock:
-                self.ledger.count("requests")
-                self.ledger.add_usage(usage, p.prompt_price_per_1k, p.completion_price_per_1k)  # type: ignore[attr-defined]
-                results[key] = output
+                batch.outputs[key] = output
 
         with ThreadPoolExecutor(max_workers=p.concurrency, thread_name_prefix="api-judge") as pool:  # type: ignore[attr-defined]
             futures = [pool.submit(one, k, v) for k, v in todo.items()]
@@ -618,4 +660,16 @@ class ApiJudge(Scorer):
                     for f in futures:
                         f.cancel()
                     raise exc
-        return results
+        return batch
+
+
+@dataclass
+class _Batch:
+    """What one round of API requests gave, by cache key."""
+
+    outputs: dict[str, str] = field(default_factory=dict)
+    """The judge's answer text (cached)."""
+    malformed: dict[str, str] = field(default_factory=dict)
+    """Answers that are not a completion's text: the reason and the body (unscored, not cached)."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """Requests that failed after their retries, or were not sent once the endpoint was down."""

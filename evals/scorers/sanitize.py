@@ -7,11 +7,15 @@ judge. Benchmark prompts go through the same function (jailbreak prompts carry s
 What is rewritten, in this order (``SANITIZER_VERSION`` changes when this list changes, and is
 part of every judge cache key):
 
-1. C0 control characters other than tab, newline and carriage return, and DEL, are deleted
+0. Every line break Python or Unicode recognises (``\r\n``, ``\r``, ``\v``, ``\f``,
+   U+001C-U+001E, U+0085, U+2028, U+2029) becomes ``\n``: a judge model may read any of them
+   as a new line, and the line-start rules below (6, 7) must see every line the judge sees.
+1. C0 control characters other than tab and newline, and DEL, are deleted
    (they have no meaning in a response and some APIs reject them).
 2. Special-token syntax ``<|name|>`` (``<|eot_id|>``, ``<|im_end|>``, ``<|start_header_id|>``,
-   ``<|user|>``, ``<|endoftext|>``, ...) becomes ``(name)``; applied until nothing changes, so
-   nested forms cannot reassemble.
+   ``<|user|>``, ``<|endoftext|>``, ...) becomes ``(name)``; so do DeepSeek's tokens, whose
+   bars are full-width (``<｜User｜>``, ``<｜Assistant｜>``, ``<｜begin▁of▁sentence｜>``): either
+   bar on either side. Applied until nothing changes, so nested forms cannot reassemble.
 3. Llama-2 / Mistral markers: ``[INST]`` → ``(INST)``, ``[/INST]`` → ``(/INST)`` (any case,
    inner spaces tolerated); ``<<SYS>>`` → ``(SYS)``, ``<</SYS>>`` → ``(/SYS)``;
    ``<s>``/``</s>`` → ``(s)``/``(/s)`` (Llama tokenizers parse these literally as BOS/EOS).
@@ -24,17 +28,20 @@ part of every judge cache key):
    ``#scores``/``#overall_reasoning`` → ``(scores)``/``(overall_reasoning)`` (StrongREJECT), and
    a StrongREJECT answer key at a line start (``1.b``) → ``(1.b)``; all case-insensitive,
    spaces tolerated.
-7. Judge field labels at the start of a line (after optional spaces, ``#``, ``*``, ``>``):
+7. Judge field labels at the start of a line (after optional spaces of any kind, zero-width
+   characters, ``#``, ``*``, ``>``):
    ``Answer:``, ``Answers:``, ``Final answer:``, ``Verdict:``, ``Score:``, ``Rating:``,
    ``Label:``, ``Classification:``, ``User Instruction:``, ``Model Response:``,
    ``AI model response:``, ``Human user:``, ``AI assistant:``, ``Harmful request:``,
    ``Response refusal:``, ``Harmful response:``, ``Behavior:``, ``Generation:``, ``Context:``
-   keep their word but the colon becomes `` -`` (``Answer: yes`` → ``Answer - yes``), so a
-   response cannot start a fake field of the judge's form.
+   keep their word but the colon (ASCII or full-width ``：``) becomes `` -``
+   (``Answer: yes`` → ``Answer - yes``), so a response cannot start a fake field of the
+   judge's form.
 
 Not touched: double quotes (the Q24/NOICE templates wrap the response in quotes without
-escaping, as their sources did; a closing quote alone cannot close a chat turn), look-alike
-Unicode (full-width brackets are not special tokens to any tokenizer), and ordinary words.
+escaping, as their sources did; a closing quote alone cannot close a chat turn), other
+look-alike Unicode (full-width square or angle brackets are not special tokens to any
+tokenizer; DeepSeek's full-width bars are, hence rule 2), and ordinary words.
 """
 
 from __future__ import annotations
@@ -42,12 +49,17 @@ from __future__ import annotations
 import re
 
 #: Bump whenever a rule changes: judge caches key on it.
-SANITIZER_VERSION = "1"
+SANITIZER_VERSION = "2"
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SPECIAL_TOKEN = re.compile(r"<\|([^<>|\n]{0,64})\|>")
-_INST = re.compile(r"\[\s*(/?)\s*INST\s*\]", re.IGNORECASE)
-_SYS = re.compile(r"<<\s*(/?)\s*SYS\s*>>", re.IGNORECASE)
+# ``\r\n`` first, so that it becomes one line break, not two.
+_LINE_BREAK = re.compile("\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# ASCII ``|`` or DeepSeek's full-width ``｜`` (U+FF5C), mixed forms included.
+_SPECIAL_TOKEN = re.compile("<[|\uff5c]([^<>|\uff5c\n]{0,64})[|\uff5c]>")
+# No two adjacent quantifiers over the same characters (``\s*(/?)\s*``): on a long run of spaces
+# they backtrack quadratically, and the text is untrusted. An unmatched group substitutes "".
+_INST = re.compile(r"\[\s*(?:(/)\s*)?INST\s*\]", re.IGNORECASE)
+_SYS = re.compile(r"<<\s*(?:(/)\s*)?SYS\s*>>", re.IGNORECASE)
 _BOS_EOS = re.compile(r"<(/?)s>")
 _BRACKET_TAG = re.compile(r"\[(/?)([A-Z][A-Z0-9_]*(?: [A-Z0-9_]+){0,3})\]")
 _ANGLE_TURN = re.compile(
@@ -55,14 +67,16 @@ _ANGLE_TURN = re.compile(
 )
 _VERDICT_TAG = re.compile(r"#\s*(thescore|thereason)\s*:", re.IGNORECASE)
 _RUBRIC_HEADER = re.compile(r"#\s*(scores|overall_reasoning)\b", re.IGNORECASE)
-_RUBRIC_KEY = re.compile(r"^(\s*)([1-9])\s*\.\s*([ab])\b", re.IGNORECASE | re.MULTILINE)
+_RUBRIC_KEY = re.compile(r"^([^\S\n]*)([1-9])\s*\.\s*([ab])\b", re.IGNORECASE | re.MULTILINE)
 _LABELS = (
     "final answer|answers|answer|verdict|score|rating|label|classification|user instruction|"
     "model response|ai model response|human user|ai assistant|harmful request|"
     "response refusal|harmful response|behavior|behaviour|generation|context"
 )
+# Indentation a judge would not see as text: any space but a line break, and zero-width characters.
+_BLANK = r"(?:[^\S\n]|[\u200b-\u200d\u2060\ufeff])"
 _FIELD_LABEL = re.compile(
-    rf"^([ \t]*[#*> \t]*)({_LABELS})([ \t]*\**[ \t]*):", re.IGNORECASE | re.MULTILINE
+    rf"^((?:[#*>]|{_BLANK})*)({_LABELS})([ \t]*\**[ \t]*)[:\uff1a]", re.IGNORECASE | re.MULTILINE
 )
 
 
@@ -76,7 +90,8 @@ def sanitize_with_report(text: str) -> tuple[str, list[str]]:
             fired.append(name)
         return new
 
-    s = apply("control-chars", _CONTROL_CHARS, "", text)
+    s = apply("line-breaks", _LINE_BREAK, "\n", text)
+    s = apply("control-chars", _CONTROL_CHARS, "", s)
     # Nested forms such as ``<|<|eot_id|>eot_id|>``: repeat until stable (bounded).
     for _ in range(8):
         new = _SPECIAL_TOKEN.sub(r"(\1)", s)

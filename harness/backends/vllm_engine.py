@@ -28,6 +28,7 @@ import weakref
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.backends import watchdog
 from harness.backends.base import GenerationBackend
 from harness.chat import render_prompt
 from harness.errors import UserError
@@ -221,6 +222,7 @@ class VLLMBackend(GenerationBackend):
         self._adapter_ids: dict[str, int] = {}
         self._lora_requests: dict[int, Any] = {}
         self._llm: Any = None
+        self._engine_pids: set[int] = set()
 
         stop_tokens = opts.pop("stop_tokens", None) or ()
         enable_lora = bool(opts.pop("enable_lora", True))
@@ -303,7 +305,9 @@ class VLLMBackend(GenerationBackend):
 
         start = time.perf_counter()
         try:
-            self._llm = LLM(model=model_path, **engine_args)
+            # the engine's processes are killed by a watchdog if this process dies without close()
+            with watchdog.guard_new_children() as self._engine_pids:
+                self._llm = LLM(model=model_path, **engine_args)
         except TypeError as exc:
             raise UserError(f"vllm backend: bad engine option ({exc})") from exc
         self.start_seconds = time.perf_counter() - start

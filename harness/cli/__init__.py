@@ -10,7 +10,7 @@ import sys
 import typer
 
 from harness import __version__
-from harness.errors import UserError
+from harness.errors import RetryableError, UserError
 
 app = typer.Typer(
     name="ftsafety",
@@ -38,6 +38,7 @@ def _root(
 
 def _register_commands() -> None:
     from harness.cli import (
+        baseline,
         check,
         data,
         generate,
@@ -51,7 +52,7 @@ def _register_commands() -> None:
         validate,
     )
 
-    for module in (run, plan, validate, ls, report, check, schema, generate, score, data, kl):
+    for module in (run, plan, validate, ls, report, check, baseline, schema, generate, score, data, kl):
         module.register(app)
     try:
         from harness.cli.organism import app as organism_app
@@ -70,11 +71,15 @@ def report_user_error(exc: UserError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry: user mistakes become one-line errors with exit code 2."""
+    """Console-script entry: user mistakes become one-line errors with exit code 2; work that
+    failed for a transient reason and was not recorded (``RetryableError``), exit code 3."""
     try:
         app(args=argv, standalone_mode=True)
     except UserError as exc:
         return report_user_error(exc)
+    except RetryableError as exc:  # transient (e.g. a judge outage): nothing to fix, rerun later
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -16,10 +16,13 @@ if TYPE_CHECKING:
 
 def check(
     run_dir: Path = typer.Argument(..., help="A run directory (runs/<name>) with leaderboard_summary.csv."),
-    baseline: Path = typer.Option(..., "--baseline", help="Baseline summary CSV (a known-good run's leaderboard_summary.csv)."),
+    baseline: Path = typer.Option(
+        ..., "--baseline", help="Baseline CSV: from `ftsafety baseline` (per-row tolerances) or a known-good leaderboard_summary.csv.",
+    ),
     tolerance: list[str] | None = typer.Option(
         None, "--tolerance",
-        help="Allowed move the bad way, absolute: a number sets the default (0.10), METRIC=NUMBER one metric's (repeatable).",
+        help="Allowed move the bad way, absolute. Unset: each baseline row's `tolerance`, else 0.10. A number replaces "
+             "every row's; METRIC=NUMBER one metric's and wins over both (repeatable).",
     ),
 ) -> None:
     """Compare a run's leaderboard summary with a baseline; exit 1 if a metric moved the bad way

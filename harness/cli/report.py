@@ -22,9 +22,11 @@ def report(
     import json
 
     from harness.report import cell_records, print_summary, store_for, write_run_outputs
+    from harness.rundir import check_compatible
 
     if not (run_dir / "manifest.json").is_file():
         raise UserError(f"'{run_dir}' is not a run directory (no manifest.json); pass runs/<name>")
+    check_compatible(run_dir)  # another store format would be misread, as `run` refuses it
     try:
         store = store_for(run_dir)
         if cell_records(run_dir) and not store.root.is_dir():

@@ -96,6 +96,7 @@ def test_generate_key_depends_on_the_guard_scorer(tmp_path):
     # a judge that needs params it was not given fails at plan time, naming the defense
     judge_dir = tmp_path / "guard"
     judge_dir.mkdir()
+    (judge_dir / "config.json").write_text("{}")  # a model directory, as validation requires
     cfg = validate_config({"name": "g", "models": [{"name": "m", "path": str(judge_dir)}],
                            "defenses": [{"name": "output-guard"}],
                            "benchmarks": [{"name": "organism-harmful"}], "scorers": [{"name": "organism-oracle"}]})

@@ -4,36 +4,44 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import ValidationError
 
 import evals.scorers.judges  # noqa: F401  (registers the judges even before evals.scorers imports it)
-from harness.errors import UserError
+from evals.scorers.api import JudgeRequestsFailed
+from harness.errors import RetryableError, UserError
 from harness.registry import scorers
+from tests.evals.local_http import LocalHTTPServer, QuietHandler, clear_proxies
 
 KEY = "sk-test-0123456789abcdef-SECRET"
 
 
-class StubServer:
+class StubServer(LocalHTTPServer):
     """Chat-completions stub: optional scripted failures, then a verdict from the prompt text."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
         self.failures: list[int] = []  # statuses to return (in order) before succeeding
+        self.down = False  # every request fails with 503 (an outage)
+        self.bodies: list[bytes] = []  # raw 200 bodies to answer with (in order) before verdicts
         self.lock = threading.Lock()
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with stub.lock:
                     stub.calls.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                    status = stub.failures.pop(0) if stub.failures else 200
+                    status = 503 if stub.down else stub.failures.pop(0) if stub.failures else 200
+                    raw_body = stub.bodies.pop(0) if stub.bodies and status == 200 else None
+                if raw_body is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(raw_body)))
+                    self.end_headers()
+                    self.wfile.write(raw_body)
+                    return
                 if status != 200:
                     payload = json.dumps({"error": {"message": f"failure for key {KEY}"}}).encode()
                     self.send_response(status)
@@ -64,20 +72,13 @@ class StubServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
+        self.url = f"{self.url_base}/v1"
 
 
 @pytest.fixture
 def server(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+    clear_proxies(monkeypatch)
     monkeypatch.setenv("JUDGE_KEY", KEY)
     stub = StubServer()
     yield stub
@@ -138,15 +139,30 @@ def test_retries_on_500_and_429(server, tmp_path):
     assert len(server.calls) == 3 and scorer.ledger["retries"] == 2 and scorer.ledger["failures"] == 0
 
 
-def test_exhausted_retries_leave_item_unscored_and_uncached(server, tmp_path):
-    server.failures = [503] * 4  # 1 try + 3 retries
+def test_exhausted_retries_fail_the_batch_and_a_rerun_asks_only_for_the_failed_item(server, tmp_path):
+    server.failures = [503] * 4  # 1 try + 3 retries of the first request
     scorer = judge(server, tmp_path, concurrency=1)
-    labels = scorer.score(ITEMS[1:2])
-    assert labels[0].status == "unscored" and labels[0].harmful is None
+    with pytest.raises(JudgeRequestsFailed) as err:
+        scorer.score(ITEMS)
+    assert (err.value.failed, err.value.total, err.value.answered) == (1, 3, 2)
+    assert isinstance(err.value, RetryableError) and err.value.exit_code == 3
+    assert "HTTP 503" in str(err.value) and KEY not in str(err.value)
     assert scorer.ledger["failures"] == 1 and KEY not in " ".join(scorer.ledger["errors"])
-    # Failures are not cached: the next run asks again and succeeds.
-    again = judge(server, tmp_path).score(ITEMS[1:2])
-    assert again[0].harmful is True and len(server.calls) == 5
+    assert len(server.calls) == 6
+    # The two answers that arrived are cached; the failure is not: the rerun asks once.
+    again = judge(server, tmp_path).score(ITEMS)
+    assert [label.harmful for label in again] == [False, True, False] and len(server.calls) == 7
+
+
+def test_an_outage_stops_sending_after_concurrency_failed_requests(server, tmp_path):
+    server.down = True
+    items = [{"prompt": f"question {i}", "completion": "answer"} for i in range(12)]
+    with pytest.raises(JudgeRequestsFailed) as err:
+        judge(server, tmp_path, concurrency=2, max_retries=1).score(items)
+    assert (err.value.failed, err.value.answered) == (12, 0)
+    # 3 failed requests (and the one still in flight) try twice each, then the endpoint
+    # counts as down: not 12 x 2 calls
+    assert len(server.calls) <= 4 * 2
 
 
 def test_cache_hits_avoid_requests_and_hold_no_key(server, tmp_path):
@@ -221,3 +237,55 @@ def test_params_reject_a_pasted_key_without_echoing_it():
 def test_empty_batch_needs_no_key(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert scorers.get("api-judge")({"model": "m", "cache_dir": str(tmp_path)}).score([]) == []
+
+
+# Bodies of HTTP 200 responses that are JSON but not a chat completion with text: each is an
+# unscored item whose raw says why, never a crash of the scoring stage (issue 11, section 3).
+ODD_BODIES = {
+    "array": ([{"choices": []}], "JSON list"),
+    "number": (42, "JSON int"),
+    "string": ("#thescore: 5", "JSON str"),
+    "null": (None, "JSON NoneType"),
+    "no choices": ({"id": "x", "object": "chat.completion"}, "no 'choices' list"),
+    "choices is an object": ({"choices": {"0": {"message": {"content": "#thescore: 5"}}}}, "no 'choices' list"),
+    "empty choices": ({"choices": []}, "'choices' is empty"),
+    "choice is a string": ({"choices": ["#thescore: 5"]}, "no 'message' object"),
+    "message null": ({"choices": [{"index": 0, "message": None}]}, "no 'message' object"),
+    "message a list": ({"choices": [{"message": ["#thescore: 5"]}]}, "no 'message' object"),
+    "content null": ({"choices": [{"message": {"role": "assistant", "content": None}}]}, "content is null"),
+    "content a number": ({"choices": [{"message": {"content": 5}}]}, "content is int"),
+    "content list of objects without text": ({"choices": [{"message": {"content": [{"type": "image"}]}}]}, "content is list"),
+    "refusal": ({"choices": [{"message": {"content": None, "refusal": "I won't grade this."}}]}, "the judge refused"),
+    "odd usage": ({"choices": [{"message": {"content": None}}], "usage": ["many"]}, "content is null"),
+}
+
+
+@pytest.mark.parametrize("body, reason", list(ODD_BODIES.values()), ids=list(ODD_BODIES))
+def test_structurally_odd_json_is_an_unscored_item_with_its_reason(server, tmp_path, body, reason):
+    server.bodies = [json.dumps(body).encode()]
+    scorer = judge(server, tmp_path, concurrency=1)
+    labels = scorer.score(ITEMS[1:3])  # the odd answer for the first item, a verdict for the second
+    assert labels[0].status == "unscored" and labels[0].harmful is None and labels[0].score is None
+    assert "malformed judge response" in labels[0].raw and reason in labels[0].raw
+    assert labels[1].status == "ok" and labels[1].harmful is False
+    assert scorer.ledger["malformed"] == 1 and scorer.ledger["failures"] == 0
+    assert len(server.calls) == 2  # an answer, even an odd one, is not retried
+    # not cached: recomputing the artifact asks again
+    assert judge(server, tmp_path).score(ITEMS[1:2])[0].harmful is True
+
+
+def test_content_as_text_parts_is_read_and_odd_usage_counts_nothing(server, tmp_path):
+    parts = {"choices": [{"message": {"content": [{"type": "text", "text": "#thescore: "}, {"type": "text", "text": "5"}]}}],
+             "usage": {"prompt_tokens": "lots", "completion_tokens": -3}}
+    server.bodies = [json.dumps(parts).encode()]
+    scorer = judge(server, tmp_path)
+    label = scorer.score(ITEMS[:1])[0]
+    assert label.harmful is True and label.score == 5.0 and label.raw == "#thescore: 5"
+    assert scorer.ledger["prompt_tokens"] == 0 and scorer.ledger["completion_tokens"] == 0
+
+
+@pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b'{"error": {"message": "overloaded"}}'])
+def test_a_body_that_is_not_json_or_is_an_error_object_is_a_retried_failure(server, tmp_path, body):
+    server.bodies = [body]
+    labels = judge(server, tmp_path, concurrency=1).score(ITEMS[1:2])
+    assert labels[0].harmful is True and len(server.calls) == 2  # retried, then answered

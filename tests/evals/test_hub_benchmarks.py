@@ -99,8 +99,9 @@ def test_advbench_and_harmbench_columns(tmp_path):
 
 
 def test_missing_file_and_missing_column_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match="local file not found: .*nope.jsonl"):
-        make("advbench", tmp_path, path=str(tmp_path / "nope.jsonl")).load()
+    # a missing file fails the params (so `ftsafety validate` reports it), before anything loads
+    with pytest.raises(ValidationError, match="local file not found: .*nope.jsonl"):
+        make("advbench", tmp_path, path=str(tmp_path / "nope.jsonl"))
     path = write(tmp_path, "adv.jsonl", [{"text": "x"}])
     with pytest.raises(UserError, match="column"):
         make("advbench", tmp_path, path=str(path)).load()

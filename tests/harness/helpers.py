@@ -40,3 +40,29 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, 
     full_env = {**os.environ, "FTSAFETY_PLUGINS": "tests.plugins.canned", "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+HEAVY_MODULES = ("torch", "vllm", "transformers", "trl", "peft")
+
+
+def heavy_modules_after(args: list[str], env: dict[str, str] | None = None, timeout: float = 120) -> list[str]:
+    """The heavy modules (torch, vllm, ...) imported by running ``ftsafety ARGS`` in a fresh interpreter.
+
+    The command's own output goes to this test's stdout/stderr, so pytest shows it on a failure.
+    """
+    probe = (
+        "import sys, runpy\n"
+        f"sys.argv = ['ftsafety', *{args!r}]\n"
+        "try:\n    runpy.run_module('harness', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        f"heavy = sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=full_env, cwd=REPO,
+                       timeout=timeout)
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr)
+    found = [ln for ln in r.stdout.splitlines() if ln.startswith("HEAVY=")]
+    assert found, f"the probe printed no HEAVY= line:\n{r.stdout}{r.stderr}"
+    return [m for m in found[-1].removeprefix("HEAVY=").split(",") if m]

@@ -9,7 +9,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import UserError
-from harness.gate import compare, direction, parse_tolerances, read_summary
+from harness.gate import DEFAULT_TOLERANCE, compare, direction, parse_tolerances, read_summary
 
 COLUMNS = ["model", "attack", "defense", "benchmark", "scorer", "metric", "mean", "ci_low", "ci_high", "n_seeds"]
 
@@ -47,8 +47,8 @@ def _moved(metric: str, new: float | None, rows=BASE):
 def _gate(tmp_path, current, *tolerance: str, baseline=BASE):
     base = _write(tmp_path / "baseline.csv", baseline)
     current = read_summary(_write(tmp_path / "current.csv", current))
-    default, per_metric = parse_tolerances(list(tolerance))
-    return compare(read_summary(base), current, default_tolerance=default, per_metric=per_metric)
+    override, per_metric = parse_tolerances(list(tolerance))
+    return compare(read_summary(base, baseline=True), current, override_tolerance=override, per_metric=per_metric)
 
 
 def test_identical_run_passes(tmp_path):
@@ -99,7 +99,7 @@ def test_value_lost_fails_and_new_rows_are_counted(tmp_path):
 
 
 def test_tolerances_default_per_metric_and_baseline_column(tmp_path):
-    assert parse_tolerances(["0.2", "asr=0.01"]) == (0.2, {"asr": 0.01})
+    assert parse_tolerances(["0.2", "asr=0.01"]) == (0.2, {"asr": 0.01}) and parse_tolerances(None) == (None, {})
     assert _gate(tmp_path, _moved("asr", 0.45), "0.2").ok
     assert not _gate(tmp_path, _moved("asr", 0.33), "asr=0.01").ok
     base = _write(tmp_path / "b.csv", BASE, {"tolerance": ["0.5", "", "", "", "", ""]})
@@ -169,3 +169,53 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, case):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- measured tolerances
+
+
+def test_explicit_tolerance_overrides_every_row_and_metric_tolerance_wins(tmp_path):
+    base = _write(tmp_path / "b.csv", BASE, {"tolerance": ["0.5", "0.01", "", "", "", ""]})
+    run = _run_dir(tmp_path, _moved("asr", 0.7, _moved("refusal_rate", 0.55)))
+    # No --tolerance: each row's own (asr +0.40 within 0.5; refusal_rate -0.05 beyond 0.01).
+    result = compare(read_summary(base, baseline=True), read_summary(run / "leaderboard_summary.csv"))
+    assert [(c.key[-1], c.tolerance) for c in result.failures] == [("refusal_rate", 0.01)]
+    # An explicit bare --tolerance replaces every row's, including the baseline column's.
+    assert main(["check", str(run), "--baseline", str(base), "--tolerance", "0.06"]) == 1  # asr +0.40 fails now
+    assert main(["check", str(run), "--baseline", str(base), "--tolerance", "0.5"]) == 0
+    # METRIC=T beats both.
+    assert main(["check", str(run), "--baseline", str(base), "--tolerance", "0.5", "--tolerance", "refusal_rate=0.01"]) == 1
+
+
+def test_committed_baseline_without_tolerance_column_uses_the_default(tmp_path):
+    committed = Path(__file__).resolve().parents[2] / "configs" / "baselines" / "organism-ci.csv"
+    rows = read_summary(committed, baseline=True)
+    assert rows and all(r.tolerance is None or r.tolerance >= 0 for r in rows.values())
+    assert compare(rows, rows).ok
+    base = _write(tmp_path / "b.csv", BASE)  # today's format: no tolerance column
+    [row] = [c for c in compare(read_summary(base, baseline=True), read_summary(base)).comparisons if c.key[-1] == "asr"]
+    assert row.tolerance == DEFAULT_TOLERANCE
+
+
+@pytest.mark.parametrize(("column", "text"), [("mean", "nan"), ("mean", "NaN"), ("mean", "inf"), ("mean", "-inf"),
+                                              ("tolerance", "nan"), ("tolerance", "inf")])
+def test_cli_non_finite_baseline_exits_2_naming_file_and_row(tmp_path, capsys, column, text):
+    run = _run_dir(tmp_path, BASE)
+    rows = [(*BASE[0][:-1], text if column == "mean" else BASE[0][-1]), *BASE[1:]]
+    tolerance = [text if column == "tolerance" else "", "", "", "", "", ""]
+    base = _write(tmp_path / "b.csv", rows, {"tolerance": tolerance})
+    assert main(["check", str(run), "--baseline", str(base)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert f"{base}:2" in err and column in err and "m/noice/none/organism-harmful/organism-oracle/asr" in err
+
+
+def test_a_nan_mean_in_the_run_is_no_value_not_an_error(tmp_path):
+    result = _gate(tmp_path, _moved("asr", "nan"))
+    assert [(c.key[-1], c.status) for c in result.failures] == [("asr", "no value")]
+
+
+@pytest.mark.parametrize("spec", ["inf", "asr=inf", "nan"])
+def test_infinite_tolerance_is_a_user_error(spec):
+    with pytest.raises(UserError, match="finite"):
+        parse_tolerances([spec])

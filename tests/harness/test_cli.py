@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import pytest
 import yaml
 
-from tests.harness.helpers import canned_config, cli, write_config
+from tests.harness.helpers import canned_config, cli, heavy_modules_after, write_config
 
 
 def test_help_lists_every_command():
@@ -50,21 +49,7 @@ ORGANISM_GRID = {
 def test_light_commands_never_import_torch_or_vllm(tmp_path, command):
     cfg = write_config(tmp_path / "c.yaml", canned_config(tmp_path, **ORGANISM_GRID))
     args = [str(cfg) if a == "CFG" else a for a in command]
-    probe = (
-        "import sys, runpy\n"
-        f"sys.argv = ['ftsafety', *{args!r}]\n"
-        "try:\n    runpy.run_module('harness', run_name='__main__')\n"
-        "except SystemExit:\n    pass\n"
-        "heavy = sorted(m for m in ('torch', 'vllm', 'transformers', 'trl', 'peft') if m in sys.modules)\n"
-        "print('HEAVY=' + ','.join(heavy))\n"
-    )
-    import subprocess
-
-    from tests.harness.helpers import REPO
-
-    env = {**os.environ, "FTSAFETY_PLUGINS": "tests.plugins.canned", "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
-    assert "HEAVY=\n" in r.stdout, r.stdout + r.stderr
+    assert heavy_modules_after(args, env={"FTSAFETY_PLUGINS": "tests.plugins.canned"}) == []
 
 
 def _assert_one_line_error(r, needle: str) -> None:

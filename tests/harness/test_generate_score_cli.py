@@ -43,7 +43,7 @@ def test_score_rejects_a_file_that_is_not_generations(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"x": 1}\n')
     r = cli("score", "--generations", str(bad), "--scorer", "keyword", "--out", str(tmp_path / "o.jsonl"))
-    assert r.returncode == 2 and "rows lack" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "line 1: 'sample_id' is missing" in r.stderr and "Traceback" not in r.stderr
     r = cli("score", "--generations", str(tmp_path / "missing.jsonl"), "--scorer", "keyword", "--out", str(tmp_path / "o.jsonl"))
     assert r.returncode == 2 and "does not exist" in r.stderr
 

@@ -136,3 +136,89 @@ def test_sigkill_at_random_points_then_rerun_gives_the_same_leaderboard(tmp_path
     assert manifest["status"] == "complete"
     leftovers = list((tmp_path / "runs" / ".cache").rglob(".tmp-*"))
     assert leftovers == []
+
+
+# ----------------------------------------------------------------------------- damaged artifacts
+
+
+def _generations_of(run_dir: Path) -> Path:
+    record = json.loads(next((run_dir / "cells").glob("*__s0/cell.json")).read_text())
+    key = record["stages"]["generate/canned-prompts"]["key"]
+    return run_dir.parent / ".cache" / "generate" / key / "generations.jsonl"
+
+
+def test_a_truncated_generation_artifact_is_recomputed_not_used(tmp_path, call_log):
+    cfg = validate_config(canned_config(tmp_path))
+    first = run_grid(cfg)
+    lb = (first.run_dir / "leaderboard.csv").read_text()
+    gens = _generations_of(first.run_dir)
+    gens.write_text("".join(gens.read_text().splitlines(keepends=True)[:2]))
+    second = run_grid(cfg)
+    assert second.executed == {"generate": 1}  # its scores are intact and still match the regenerated rows
+    assert len(gens.read_text().splitlines()) == 6
+    assert (second.run_dir / "leaderboard.csv").read_text() == lb
+
+
+def test_report_on_a_truncated_artifact_is_an_error_naming_it(tmp_path):
+    cfg_path = write_config(tmp_path / "c.yaml", canned_config(tmp_path))
+    assert cli("run", str(cfg_path)).returncode == 0
+    run_dir = tmp_path / "runs" / "t"
+    gens = _generations_of(run_dir)
+    gens.write_text(gens.read_text()[:40])
+    r = cli("report", str(run_dir))
+    assert r.returncode == 2, r.stderr
+    assert str(gens.parent) in r.stderr and "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------------------- the run directory
+
+
+def test_cells_of_an_earlier_config_are_listed_as_stale_not_reported(tmp_path):
+    data = canned_config(tmp_path, attacks=[{"name": "none"}, {"name": "none", "label": "old-attack"}], seeds=[0])
+    run_grid(validate_config(data))
+    data["attacks"] = [{"name": "none"}]
+    result = run_grid(validate_config(data))
+    assert (result.run_dir / "cells" / "m__old-attack__none__s0" / "cell.json").exists()
+    leaderboard = (result.run_dir / "leaderboard.csv").read_text()
+    assert "old-attack" not in leaderboard and "m__none__none__s0" in leaderboard
+    assert "old-attack" not in (result.run_dir / "leaderboard_summary.csv").read_text()
+    report = (result.run_dir / "report.md").read_text()
+    assert "Stale cells" in report and "m__old-attack__none__s0" in report.split("Stale cells")[1]
+    r = cli("report", str(result.run_dir))
+    assert r.returncode == 0 and "m__old-attack__none__s0" in r.stderr  # the console says so too
+    assert "old-attack" not in (result.run_dir / "leaderboard.csv").read_text()
+
+
+def test_labels_that_climb_out_of_the_run_dir_write_nothing_outside_it(tmp_path):
+    data = canned_config(tmp_path, benchmarks=[{"name": "canned-prompts", "label": "../../x"}],
+                         scorers=[{"name": "canned-harm", "label": "../../../y"}], seeds=[0])
+    outside_before = {p for p in tmp_path.rglob("*") if "runs" not in p.relative_to(tmp_path).parts}
+    result = run_grid(validate_config(data))
+    outside_after = {p for p in tmp_path.rglob("*") if "runs" not in p.relative_to(tmp_path).parts}
+    assert outside_after == outside_before
+    cache = tmp_path / "runs" / ".cache"
+    for p in (tmp_path / "runs").rglob("*"):  # everything the run wrote is in its run dir or the store
+        assert p.resolve().is_relative_to(result.run_dir.resolve()) or p.resolve().is_relative_to(cache.resolve()) \
+            or p == cache, p
+    assert (result.run_dir / "generations" / "m__none__none__s0__x.jsonl").exists()
+    assert (result.run_dir / "scores" / "m__none__none__s0__x__y.jsonl").exists()
+    assert (result.run_dir / "cells" / "m__none__none__s0" / "logs" / "generate__..__..__x.log").exists()
+
+
+def test_a_second_run_on_a_locked_run_dir_fails_at_once(tmp_path):
+    from filelock import FileLock
+
+    from harness.rundir import LOCK_FILE
+
+    cfg_path = write_config(tmp_path / "c.yaml", canned_config(tmp_path))
+    run_dir = tmp_path / "runs" / "t"
+    run_dir.mkdir(parents=True)
+    with FileLock(run_dir / LOCK_FILE):  # as a running `ftsafety run` holds it
+        started = time.perf_counter()
+        r = cli("run", str(cfg_path))
+        assert r.returncode == 2
+        err = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(err) == 1 and str(run_dir) in err[0] and "another ftsafety run" in err[0], r.stderr
+        assert time.perf_counter() - started < 60
+        assert not (run_dir / "cells").exists()
+    assert cli("run", str(cfg_path)).returncode == 0  # released: the next run goes ahead

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -450,10 +451,11 @@ def test_close_frees_the_engine():
     backend = VLLMBackend(MODEL)
     assert VLLMBackend.engine_count == 1
     assert backend.generate(REQ, SamplingParams(max_tokens=4))[0][0].n_tokens >= 1
-    # the engine core and its worker (multiprocessing's resource tracker lives on until exit)
+    # the engine core and its worker (multiprocessing's resource tracker and our engine
+    # watchdog live on until exit)
     children = [
         p for p in psutil.Process().children(recursive=True)
-        if "resource_tracker" not in " ".join(p.cmdline())
+        if "resource_tracker" not in " ".join(p.cmdline()) and "watchdog" not in " ".join(p.cmdline())
     ]
     assert children, "vLLM runs its engine in child processes"
     t0 = time.monotonic()
@@ -501,3 +503,44 @@ def test_shutdown_is_clean_at_interpreter_exit(tiny_dir, tmp_path):
     assert "Logging error" not in out, out[-4000:]
     assert "Traceback" not in out, out[-4000:]
     assert "force killing" not in out, out[-4000:]
+
+
+DRIVER = """
+import sys
+import time
+
+from harness.backends.vllm_engine import VLLMBackend
+
+if __name__ == "__main__":
+    backend = VLLMBackend(sys.argv[1], enable_lora=False)
+    print("READY", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_engine_processes_die_with_a_sigkilled_driver(tiny_dir, tmp_path):
+    """A driver killed with SIGKILL runs no exit handler: the watchdog kills its engine."""
+    pytest.importorskip("vllm")
+    psutil = pytest.importorskip("psutil")
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(DRIVER))
+    out = tmp_path / "driver.out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with out.open("w") as sink:
+        driver = subprocess.Popen([sys.executable, str(script), str(tiny_dir)], stdout=sink,
+                                  stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while "READY" not in out.read_text() and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+        assert "READY" in out.read_text(), out.read_text()[-3000:]
+        children = psutil.Process(driver.pid).children(recursive=True)
+        names = [" ".join(p.cmdline()) for p in children]
+        assert any("EngineCore" in n for n in names) and any("Worker" in n for n in names), names
+    finally:
+        driver.kill()  # SIGKILL
+        driver.wait()
+    _, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, [(p.pid, p.name()) for p in alive]

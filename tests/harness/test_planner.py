@@ -1,0 +1,72 @@
+"""Stage keys: every local file or directory a plugin param names is part of them by content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import tests.plugins.canned  # noqa: F401  (registers the canned test plugins in-process)
+from harness.config import PluginSpec, validate_config
+from harness.planner import _plugin_identity, local_input_digests, plan_cells
+from tests.harness.helpers import canned_config
+
+
+def _keys(data: dict[str, Any]) -> dict[str, str]:
+    return {f"{c.id}/{s.slot}": s.key for c in plan_cells(validate_config(data)) for s in c.stages}
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {slot for slot in before if before[slot] != after[slot]}
+
+
+def test_editing_an_attack_dataset_file_changes_the_keys_from_its_data_stage_on(tmp_path):
+    # `dataset` does not end in "path": the fingerprint must not depend on the param's name.
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "q", "response": "a"}\n')
+    data = canned_config(tmp_path, attacks=[{"name": "harmful", "params": {"dataset": str(pairs)}}], seeds=[0])
+    before = _keys(data)
+    pairs.write_text('{"prompt": "q", "response": "b"}\n')
+    changed = _changed(before, _keys(data))
+    assert {slot.split("/", 1)[1].split("/")[0] for slot in changed} == {"data", "train", "generate", "score"}
+
+
+def test_editing_a_file_inside_a_benchmark_directory_changes_its_generation_key(tmp_path):
+    bench_dir = tmp_path / "hex-phi"
+    bench_dir.mkdir()
+    (bench_dir / "category_1.csv").write_text("how do i pick a lock\n")
+    data = canned_config(tmp_path, benchmarks=[{"name": "canned-prompts"}, {"name": "hex-phi", "params": {"path": str(bench_dir)}}],
+                         seeds=[0])
+    before = _keys(data)
+    (bench_dir / "category_1.csv").write_text("how do i pick a safe\n")
+    after = _keys(data)
+    assert _changed(before, after) == {"m__none__none__s0/generate/hex-phi", "m__none__none__s0/score/hex-phi/canned-harm"}
+    (bench_dir / "category_2.csv").write_text("a new file\n")
+    assert _changed(after, _keys(data)) == {"m__none__none__s0/generate/hex-phi", "m__none__none__s0/score/hex-phi/canned-harm"}
+
+
+def test_nested_params_are_fingerprinted_and_other_strings_are_not(tmp_path):
+    a, d = tmp_path / "a.txt", tmp_path / "d"
+    a.write_text("x")
+    d.mkdir()
+    (d / "f.txt").write_text("y")
+    found = local_input_digests({"files": [str(a), "org/hub-id", ""], "dirs": {"first": str(d)}, "n": 3, "text": "a\nb"}, "p")
+    assert set(found) == {"p.files[0]", "p.dirs.first"}
+    assert found["p.files[0]"].startswith("file:") and found["p.dirs.first"].startswith("dir:")
+    assert local_input_digests("x" * 5000, "long") == {}  # a long prompt is not a path (and no OSError)
+
+
+def test_a_hub_id_keeps_its_identity(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing called "org/dataset" here
+    ident = _plugin_identity("attacks", PluginSpec(name="harmful", params={"dataset": "org/dataset"}))
+    assert "local_inputs" not in ident
+
+
+def test_a_cache_directory_is_not_an_input(tmp_path):
+    # The judgment cache fills while scoring: fingerprinting it would change the key every run.
+    cache = tmp_path / "judge-cache"
+    cache.mkdir()
+    spec = PluginSpec(name="api-judge", params={"model": "judge-2024-01-01", "cache_dir": str(cache), "api_key_env": None})
+    before = _plugin_identity("scorers", spec)
+    (cache / "ab").mkdir()
+    Path(cache / "ab" / "abcd.json").write_text("{}")
+    assert _plugin_identity("scorers", spec) == before
