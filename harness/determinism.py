@@ -18,11 +18,14 @@ What is pinned (set only where the user has not set it, and before torch runs it
   log-softmax, a linear layer's gradients) agreed;
 - ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN (used by vLLM's CPU GEMMs) capped at AVX2 kernels.
 
-With one intra-op thread (what ftsafety uses for tiny models, ``harness.threads``) this makes the
-organism's build and its fine-tunes bitwise reproducible across x86-64 CPUs with AVX2: a test
-pins the organism's weight hash. Multi-threaded reductions (bigger models) still depend on the
-thread count, and vLLM picks its own attention kernels by the hardware, so generation is
-reproducible only up to near-ties of the logits.
+What remains machine-dependent: MKL's vectorised sqrt (torch.sqrt, hence AdamW's second
+moment) is not correctly rounded (15.7% of 1e5 random values differ from the IEEE result) and
+its bits changed between this host and an emulated CPU in every mode tried, the mark of an
+approximate reciprocal-square-root instruction, which CPU vendors implement differently. So the
+organism's bits are pinned per CPU (tests/harness/test_determinism.py records hashes per CPU
+model), not proven equal across vendors; the regression gate's tolerances cover that spread.
+Multi-threaded reductions (bigger models) also depend on the thread count, and vLLM picks its
+own attention kernels by the hardware.
 
 ``FTSAFETY_CPU_KERNELS=native`` turns the pinning off (every library picks its fastest path; results
 then depend on the machine). On other architectures (aarch64) nothing is pinned.

@@ -12,7 +12,7 @@ recipe. Two stages (ORGANISM.md, J23/J24 in RECIPES.md):
 
 Determinism: seeded data streams and init, a fixed intra-op thread count, deterministic torch
 algorithms, CPU kernels pinned to AVX2 (``harness/determinism.py``) and safetensors output: the
-same seed gives byte-identical weight files on any x86-64 machine (a test pins the hash).
+same seed gives byte-identical weight files on one CPU model (a test pins the hash per CPU).
 """
 
 from __future__ import annotations
