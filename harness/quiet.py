@@ -63,7 +63,7 @@ def library_output_to(log_path: Path) -> Iterator[Path]:
     root = logging.getLogger()
     old_env = os.environ.get("VLLM_LOGGING_STREAM")
     old_showwarning = warnings.showwarning
-    restore_hf = _hf_libraries_to(log_file)
+    old_tqdm = os.environ.get("TQDM_DISABLE")
     try:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
@@ -72,12 +72,19 @@ def library_output_to(log_path: Path) -> Iterator[Path]:
         # whatever object sys.stdout is then (rich's progress display swaps in a proxy to the
         # terminal). Its engine processes read the same variable.
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.__stdout__")
+        # No tqdm bars from the libraries (TRL's "Tokenizing train dataset", transformers'
+        # "Writing model shards"): they write to the terminal's sys.stderr copy and bury ours.
+        # tqdm reads it when first imported, which in a run happens inside this block.
+        os.environ["TQDM_DISABLE"] = "1"
         warnings.showwarning = _warning_to(log_file)
         root.addHandler(to_log)
         root.addHandler(to_terminal)
         yield log_path
     finally:
-        restore_hf()
+        if old_tqdm is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old_tqdm
         root.removeHandler(to_log)
         root.removeHandler(to_terminal)
         warnings.showwarning = old_showwarning
@@ -94,31 +101,6 @@ def library_output_to(log_path: Path) -> Iterator[Path]:
             os.close(fd)
         terminal.close()
         log_file.close()
-
-
-def _hf_libraries_to(log_file):  # noqa: ANN001, ANN202 -- returns the undo function
-    """transformers' and datasets' own output into ``log_file``: their log handlers (transformers
-    keeps a handler of its own, bound to ``sys.stderr``, and does not propagate) and no per-map /
-    per-shard progress bars (TRL's "Tokenizing train dataset", "Writing model shards"), which
-    would write to the terminal's ``sys.stderr`` copy and bury ours. Returns the undo function."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    bars = (datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled())
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    streams = [(h, h.setStream(log_file)) for name in ("transformers", "datasets")
-               for h in logging.getLogger(name).handlers if type(h) is logging.StreamHandler]
-
-    def restore() -> None:
-        for handler, old in streams:
-            handler.setStream(old)
-        if bars[0]:
-            datasets.enable_progress_bars()
-        if bars[1]:
-            hf_logging.enable_progress_bar()
-
-    return restore
 
 
 def _warning_to(stream):  # noqa: ANN001, ANN202 -- the signature of warnings.showwarning
