@@ -10,6 +10,9 @@ from tests.harness.helpers import canned_config, cli, write_config
 
 #: Lines a quiet run of the tiny grid may print to stderr: two progress bars and "ran ...".
 MAX_QUIET_STDERR_LINES = 6
+#: vLLM's INFO lines on, whatever earlier in-process tests left in the environment (the vllm
+#: backend sets VLLM_LOGGING_LEVEL=WARNING by default, and the test process passes it on).
+INFO = {"VLLM_LOGGING_LEVEL": "INFO"}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def tiny_grid(tmp_path_factory):
 @pytest.mark.slow
 def test_engine_output_goes_to_the_run_log_unless_verbose(tiny_grid):
     cfg, run_dir = tiny_grid("quiet")
-    quiet = cli("run", str(cfg))
+    quiet = cli("run", str(cfg), env=INFO)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     terminal = quiet.stdout + quiet.stderr
     assert "WARNING" not in terminal and "Triton" not in terminal, terminal[-3000:]
@@ -42,7 +45,7 @@ def test_engine_output_goes_to_the_run_log_unless_verbose(tiny_grid):
     assert "(MainProcess" in engine_log and "(EngineCore" in engine_log and "WARNING" in engine_log
 
     cfg, run_dir = tiny_grid("verbose")
-    verbose = cli("run", str(cfg), "-v")
+    verbose = cli("run", str(cfg), "-v", env=INFO)
     assert verbose.returncode == 0, verbose.stderr[-3000:]
     assert "(EngineCore" in verbose.stdout + verbose.stderr and "WARNING" in verbose.stdout + verbose.stderr
     assert not (run_dir / "logs" / "engine.log").exists()
