@@ -80,6 +80,10 @@ class Comparison:
     tolerance: float
     direction: str
     status: str  # ok | regressed | missing | no value | skipped
+    # The 95% intervals of the baseline row and of the run's row, for reading (reports, JUnit);
+    # the decision uses the means only.
+    baseline_ci: tuple[float | None, float | None] = (None, None)
+    current_ci: tuple[float | None, float | None] = (None, None)
 
     @property
     def delta(self) -> float | None:
@@ -238,7 +242,8 @@ def compare(
             status = "no value"
         else:
             status = "regressed" if _worse(cur.mean - base.mean, how, tol) else "ok"
-        result.comparisons.append(Comparison(key, base.mean, cur.mean if cur else None, tol, how, status))
+        result.comparisons.append(Comparison(key, base.mean, cur.mean if cur else None, tol, how, status,
+                                             (base.ci_low, base.ci_high), (cur.ci_low, cur.ci_high) if cur else (None, None)))
     return result
 
 

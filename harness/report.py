@@ -376,11 +376,21 @@ def _md_header(columns: list[str]) -> list[str]:
     return [_md_row(columns), "|" + "|".join("---" for _ in columns) + "|"]
 
 
+# Public names for Markdown written elsewhere (the regression gate's summary, harness/gate_formats.py),
+# so every table ftsafety writes goes through one escaping.
+md_escape = _md
+md_row = _md_row
+md_header = _md_header
+
+
 def _num(v: Any) -> str:
     """A metric value for display; missing values (no scored items) show as '-'."""
     if v is None or v == "":
         return "-"
     return f"{float(v):.3f}"
+
+
+format_value = _num  # public name, for the regression gate's tables
 
 
 #: The metrics the terminal summary shows (all of them are in the CSVs and report.md).

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.harness.helpers import REPO, cli, write_config
+from tests.harness.test_check_formats import markdown_tables, parse_junit, render_markdown
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -62,10 +63,26 @@ def test_one_vllm_engine_per_base_model_serves_every_adapter(grid_run):
     assert len(engines) == 2
 
 
-def test_gate_against_the_committed_baseline(grid_run):
+def test_gate_against_the_committed_baseline(grid_run, tmp_path):
     run_dir, _, _, _, _ = grid_run
     r = cli("check", str(run_dir), "--baseline", str(BASELINE))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    # The same gate as a CI job runs it (docs/examples/): a JUnit file a real parser reads, one
+    # passed or skipped case per baseline row, and a Markdown summary a real renderer reads.
+    junit, summary = tmp_path / "gate.xml", tmp_path / "summary.md"
+    r = cli("check", str(run_dir), "--baseline", str(BASELINE), "--junit", str(junit), "--summary", str(summary),
+            "--format", "markdown")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    with BASELINE.open(newline="") as f:
+        baseline_rows = list(csv.DictReader(f))
+    cases = parse_junit(junit)
+    assert len(cases) == len(baseline_rows) and all(c.is_passed or c.is_skipped for c in cases)
+    assert summary.read_text() == r.stdout and r.stdout.startswith(f"**ftsafety check {run_dir.name}**: OK: ")
+    html = render_markdown(r.stdout)
+    assert html.count("<table>") <= 1 and "<script" not in html
+    if "<table>" in html:  # rows that moved within tolerance, none failed
+        [rows] = markdown_tables(r.stdout)
+        assert rows and all(row[0] == "ok" for row in rows)
 
 
 def test_second_run_is_all_cached(grid_run):
