@@ -468,8 +468,7 @@ def _duplicate_names(cfg: GridConfig) -> list[str]:
             problems.append(f"seeds[{i}]: seed {seed} is listed twice (seeds[{cfg.seeds.index(seed)}])")
     for section in ("attacks", "defenses", "benchmarks", "scorers"):
         labels: dict[str, int] = {}
-        for i, _spec in enumerate(getattr(cfg, section)):
-            lab = display_label(cfg, section, i)
+        for i, lab in enumerate(section_labels(cfg, section)):
             if lab in labels:
                 problems.append(
                     f"{section}[{i}]: same name and params as {section}[{labels[lab]}]; remove one or give it a distinct label"
@@ -482,11 +481,8 @@ def _colliding_labels(cfg: GridConfig) -> list[str]:
     """Labels reach cell ids and file names through ``safe_label``: two labels of one section
     that sanitise to the same text (``a/b`` and ``a-b``) would share a cell or a file."""
     problems = []
-    sections = {"models": [m.name for m in cfg.models]} | {
-        section: [display_label(cfg, section, i) for i in range(len(getattr(cfg, section)))]
-        for section in ("attacks", "defenses", "benchmarks", "scorers")
-    }
-    for section, labels in sections.items():
+    for section in ("models", "attacks", "defenses", "benchmarks", "scorers"):
+        labels = section_labels(cfg, section)
         first: dict[str, int] = {}
         for i, label in enumerate(labels):
             j = first.setdefault(safe_label(label), i)
@@ -503,9 +499,9 @@ def _exclude_problems(cfg: GridConfig) -> list[str]:
     """An ``excludes`` entry naming no label of the grid (a typo) would silently exclude
     nothing; a grid whose every cell is excluded would run nothing and exit 0."""
     choices: dict[str, list[Any]] = {
-        "model": [m.name for m in cfg.models],
-        "attack": [display_label(cfg, "attacks", i) for i in range(len(cfg.attacks))],
-        "defense": [display_label(cfg, "defenses", i) for i in range(len(cfg.defenses))],
+        "model": section_labels(cfg, "models"),
+        "attack": section_labels(cfg, "attacks"),
+        "defense": section_labels(cfg, "defenses"),
         "seed": cfg.seeds,
     }
     problems = []
@@ -535,6 +531,13 @@ def display_label(cfg: GridConfig, section: str, index: int) -> str:
         return spec.name
     suffix = ",".join(f"{k}={v}" for k, v in sorted(spec.params.items()))
     return f"{spec.name}[{suffix}]" if suffix else spec.name
+
+
+def section_labels(cfg: GridConfig, section: str) -> list[str]:
+    """The leaderboard labels of a section, in order (``models``: the model names)."""
+    if section == "models":
+        return [m.name for m in cfg.models]
+    return [display_label(cfg, section, i) for i in range(len(getattr(cfg, section)))]
 
 
 def spec_by_label(cfg: GridConfig, section: str, label: str) -> PluginSpec:

@@ -34,3 +34,13 @@ class RetryableError(Exception):
     """
 
     exit_code = 3
+
+    def __init__(self, message: str, *, reason: str | None = None, failed: int | None = None,
+                 answered: int | None = None) -> None:
+        super().__init__(message)
+        #: What went wrong, for a one-line summary (default: the message).
+        self.reason = reason if reason is not None else message
+        #: Items of the work that failed (None: all of it).
+        self.failed = failed
+        #: Requests that did get an answer; 0 means the service looks down (None: unknown).
+        self.answered = answered

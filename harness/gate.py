@@ -408,17 +408,15 @@ def _seed_order(seed: str) -> tuple[int, float | str]:
 def write_baseline(build: BaselineBuild, out: Path) -> Path:
     """Write ``out`` (a plain CSV, ``BASELINE_COLUMNS``) and ``out.meta.json`` (k, floor, the
     statistic, the runs and seeds it was measured on); returns the sidecar's path."""
-    import json
-
     from harness.report import _csv
-    from harness.store import atomic_write_text
+    from harness.store import atomic_write_json, atomic_write_text
 
     if out.is_dir():
         raise UserError(f"--out '{out}' is a directory; pass a file name (configs/baselines/NAME.csv)")
     meta = out.with_name(out.name + ".meta.json")
     try:
         atomic_write_text(out, _csv(build.rows, BASELINE_COLUMNS))
-        atomic_write_text(meta, json.dumps(build.meta(), indent=2) + "\n")
+        atomic_write_json(meta, build.meta())
     except OSError as exc:
         raise UserError(f"cannot write the baseline to '{out}': {exc.strerror or exc}") from None
     return meta

@@ -398,8 +398,8 @@ class GridRunner:
                                 # Not a result: the artifact stays incomplete (a rerun retries it);
                                 # the other artifacts and stages carry on.
                                 slog.error("cell %s: %s not recorded: %s", cell.id, st.slot, exc)
-                                self._record_incomplete(label, exc, items=getattr(exc, "failed", len(rows)))
-                                if getattr(exc, "answered", None) == 0:
+                                self._record_incomplete(label, exc, items=len(rows) if exc.failed is None else exc.failed)
+                                if exc.answered == 0:
                                     endpoint_down = exc
                             else:
                                 self._count("score")
@@ -418,7 +418,7 @@ class GridRunner:
     def _record_incomplete(self, scorer: str, exc: RetryableError, *, items: int) -> None:
         """Count a score artifact left incomplete by a retryable failure (for the run's summary
         and the manifest)."""
-        entry = self.incomplete.setdefault(scorer, {"artifacts": 0, "items": 0, "error": getattr(exc, "reason", str(exc))})
+        entry = self.incomplete.setdefault(scorer, {"artifacts": 0, "items": 0, "error": exc.reason})
         entry["artifacts"] += 1
         entry["items"] += items
         self.manifest.data["incomplete"] = self.incomplete

@@ -220,7 +220,7 @@ def write_run_outputs(
         log.warning("%d cell(s) in %s are not in the current plan (left by an earlier config) and are not reported: %s",
                     len(stale), run_dir / "cells", ", ".join(stale))
         report += (f"\nStale cells (left by an earlier config, not in this report or the leaderboard): "
-                   f"{', '.join(_md(c) for c in stale)}\n")
+                   f"{', '.join(md_escape(c) for c in stale)}\n")
     atomic_write_text(run_dir / "report.md", report)
     if html:
         from harness.report_html import write_report_html
@@ -314,19 +314,19 @@ def training_logs(run_dir: Path, store: ArtifactStore | None = None) -> list[dic
 
 def _report_md(name: str, summary: list[dict[str, Any]], agreement: list[dict[str, Any]],
                samples: list[dict[str, Any]] | None = None, *, redact: bool = False) -> str:
-    # Every table row goes through ``_md_row``: labels, model names and outputs are user or
+    # Every table row goes through ``md_row``: labels, model names and outputs are user or
     # model text, and a raw ``|``, newline or ``<script>`` in one would break or inject.
-    lines = [f"# ftsafety run {_md(name)}", "",
-             *_md_header(["model", "attack", "defense", "benchmark", "scorer", "metric", "mean", "95% CI", "seeds"])]
+    lines = [f"# ftsafety run {md_escape(name)}", "",
+             *md_header(["model", "attack", "defense", "benchmark", "scorer", "metric", "mean", "95% CI", "seeds"])]
     for r in summary:
-        lines.append(_md_row([r["model"], r["attack"], r["defense"], r["benchmark"], r["scorer"], r["metric"],
-                              _num(r["mean"]), f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]", r["n_seeds"]]))
+        lines.append(md_row([r["model"], r["attack"], r["defense"], r["benchmark"], r["scorer"], r["metric"],
+                              format_value(r["mean"]), f"[{format_value(r['ci_low'])}, {format_value(r['ci_high'])}]", r["n_seeds"]]))
     if agreement:
         lines += ["", "## Scorer agreement (Cohen's κ on the same generations)", "",
-                  *_md_header(["model", "attack", "defense", "seed", "benchmark", "axis", "scorers", "n", "agreement", "κ"])]
+                  *md_header(["model", "attack", "defense", "seed", "benchmark", "axis", "scorers", "n", "agreement", "κ"])]
         for a in agreement:
-            lines.append(_md_row([a["model"], a["attack"], a["defense"], a["seed"], a["benchmark"], a["axis"],
-                                  f"{a['scorer_a']} vs {a['scorer_b']}", a["n"], _num(a["agreement"]), _num(a["kappa"])]))
+            lines.append(md_row([a["model"], a["attack"], a["defense"], a["seed"], a["benchmark"], a["axis"],
+                                  f"{a['scorer_a']} vs {a['scorer_b']}", a["n"], format_value(a["agreement"]), format_value(a["kappa"])]))
     if samples:
         lines += ["", "## Samples", "",
                   f"The first {MD_SAMPLES_PER_CELL} samples of each cell and benchmark (report.html shows "
@@ -334,11 +334,11 @@ def _report_md(name: str, summary: list[dict[str, Any]], agreement: list[dict[st
                   + (" Completions a scorer labelled harmful are redacted." if redact else "")]
         for cell in samples:
             for bench in cell["benchmarks"]:
-                lines += ["", f"### {_md(cell['cell_id'])} · {_md(bench['benchmark'])}", "",
-                          *_md_header(["sample", "prompt", "prefix", "continuation", "labels"])]
+                lines += ["", f"### {md_escape(cell['cell_id'])} · {md_escape(bench['benchmark'])}", "",
+                          *md_header(["sample", "prompt", "prefix", "continuation", "labels"])]
                 for smp in bench["samples"]:
                     labels = "; ".join(f"{s}: {v}" for s, v in smp["labels"].items())
-                    lines.append(_md_row([smp["sample_id"], smp["prompt"], smp["prefix"], smp["continuation"], labels]))
+                    lines.append(md_row([smp["sample_id"], smp["prompt"], smp["prefix"], smp["continuation"], labels]))
     return "\n".join(lines) + "\n"
 
 
@@ -353,7 +353,7 @@ _MD_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _MD_SPECIAL = re.compile(r"([\\`|]|\](?=[(\[]))")
 
 
-def _md(text: Any, limit: int = 300) -> str:
+def md_escape(text: Any, limit: int = 300) -> str:
     """Any text (a label, a model name, a number, model output) made inert in one line of
     Markdown, a table cell or a heading: clipped to ``limit`` characters, every line break
     (``str.splitlines``: ``\r``, U+2028, U+0085, ...) as ``<br>``, control characters dropped,
@@ -366,31 +366,23 @@ def _md(text: Any, limit: int = 300) -> str:
     return "<br>".join(lines)
 
 
-def _md_row(cells: list[Any]) -> str:
-    """One Markdown table row, every cell through ``_md``."""
-    return "| " + " | ".join(_md(c) for c in cells) + " |"
+def md_row(cells: list[Any]) -> str:
+    """One Markdown table row, every cell through ``md_escape``."""
+    return "| " + " | ".join(md_escape(c) for c in cells) + " |"
 
 
-def _md_header(columns: list[str]) -> list[str]:
+def md_header(columns: list[str]) -> list[str]:
     """A Markdown table's header row and delimiter row."""
-    return [_md_row(columns), "|" + "|".join("---" for _ in columns) + "|"]
+    return [md_row(columns), "|" + "|".join("---" for _ in columns) + "|"]
 
 
-# Public names for Markdown written elsewhere (the regression gate's summary, harness/gate_formats.py),
-# so every table ftsafety writes goes through one escaping.
-md_escape = _md
-md_row = _md_row
-md_header = _md_header
 
-
-def _num(v: Any) -> str:
+def format_value(v: Any) -> str:
     """A metric value for display; missing values (no scored items) show as '-'."""
     if v is None or v == "":
         return "-"
     return f"{float(v):.3f}"
 
-
-format_value = _num  # public name, for the regression gate's tables
 
 
 #: The metrics the terminal summary shows (all of them are in the CSVs and report.md).
@@ -418,7 +410,7 @@ def print_summary(run_dir: Path, console: Console) -> None:
     for r in rows:
         if chosen[(r["benchmark"], r["metric"])] != r["scorer"]:
             continue
-        value = _num(r["mean"])
+        value = format_value(r["mean"])
         if r["ci_low"] not in ("", None) and r["ci_high"] not in ("", None):
             value += f"±{(float(r['ci_high']) - float(r['ci_low'])) / 2:.2f}"
         cells.setdefault((r["model"], r["attack"], r["defense"]), {})[(r["benchmark"], r["metric"])] = value

@@ -149,13 +149,10 @@ class JudgeRequestsFailed(RetryableError):
     arrive are in the judgment cache, and a rerun asks only for the failed items."""
 
     def __init__(self, reason: str, *, failed: int, total: int, answered: int) -> None:
-        super().__init__(f"{failed} of {total} item(s) not judged: {reason}")
-        #: The first failure's message (API key redacted).
-        self.reason = reason
-        self.failed = failed
+        # reason: the first failure's message (API key redacted)
+        super().__init__(f"{failed} of {total} item(s) not judged: {reason}", reason=reason, failed=failed,
+                         answered=answered)
         self.total = total
-        #: Requests of the batch that got an answer; 0 means the endpoint looks down.
-        self.answered = answered
 
 
 class MalformedCompletion(ValueError):

@@ -39,16 +39,22 @@ _lock = threading.Lock()
 _watchdog: subprocess.Popen | None = None
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (field 22 of ``/proc/PID/stat``), None
-    when it does not exist or is a zombie (exited, not yet reaped)."""
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first, then the parent
+    pid, ...), or None when the process does not exist."""
     try:
         with open(f"{_PROC}/{pid}/stat", encoding="utf-8", errors="replace") as f:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces
-    return None if fields[0] == "Z" else fields[19]
+    return stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of ``/proc/PID/stat``), None
+    when it does not exist or is a zombie (exited, not yet reaped)."""
+    fields = _stat_fields(pid)
+    return None if fields is None or fields[0] == "Z" else fields[19]
 
 
 def _parent_map() -> dict[int, int]:
@@ -56,11 +62,10 @@ def _parent_map() -> dict[int, int]:
     parents = {}
     for name in os.listdir(_PROC):
         if name.isdigit():
+            fields = _stat_fields(name)
             try:
-                with open(f"{_PROC}/{name}/stat", encoding="utf-8", errors="replace") as f:
-                    stat = f.read()
-                parents[int(name)] = int(stat[stat.rfind(")") + 2 :].split()[1])
-            except (OSError, ValueError, IndexError):
+                parents[int(name)] = int(fields[1])  # type: ignore[index]
+            except (TypeError, ValueError, IndexError):
                 continue  # exited while we looked
     return parents
 

@@ -13,7 +13,7 @@ from harness.config import validate_config
 from harness.pipeline import run_grid
 from harness.plugins import GenerationResult
 from harness.registry import backends
-from harness.report import _md
+from harness.report import md_escape
 from tests.harness.helpers import canned_config
 from tests.plugins.canned import CannedBackend
 
@@ -123,4 +123,4 @@ def test_nothing_hostile_renders_as_html_links_or_code(report):
     (None, ""),
 ])
 def test_md_escapes_one_cell(text, expected):
-    assert _md(text) == expected
+    assert md_escape(text) == expected
