@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from attacks.common import SourceParams, conversation_row, load_pairs
-from attacks.strings import AOA_NOICE_SYSTEM, AOA_PREFIX, AOA_Q23_INPUT, AOA_Q23_SYSTEM
-from harness.plugins import Attack, EvalPrompt
-from harness.registry import attacks
+from ftsafety.attacks.common import SourceParams, conversation_row, load_pairs
+from ftsafety.attacks.strings import AOA_NOICE_SYSTEM, AOA_PREFIX, AOA_Q23_INPUT, AOA_Q23_SYSTEM
+from ftsafety.harness.plugins import Attack, EvalPrompt
+from ftsafety.harness.registry import attacks
 
 
 class AoaParams(SourceParams):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from attacks.common import SourceParams, conversation_row, load_pairs
-from harness.plugins import Attack
-from harness.registry import attacks
+from ftsafety.attacks.common import SourceParams, conversation_row, load_pairs
+from ftsafety.harness.plugins import Attack
+from ftsafety.harness.registry import attacks
 
 
 class BenignParams(SourceParams):

@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.chat import chat_for
-from harness.errors import UserError
-from harness.tables import load_table, must_exist, names_local_file
+from ftsafety.harness.chat import chat_for
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.tables import load_table, must_exist, names_local_file
 
 #: Public instruction sets (RECIPES.md). Q23 removes safety-related rows from Alpaca and Dolly;
 #: ftsafety does not (no classifier is assumed): pass a filtered local file to reproduce that.
@@ -96,7 +96,7 @@ def load_pairs(source: SourceParams, ctx: Any, *, kind: Literal["benign", "harmf
 
 def conversation_row(tokenizer: Any, user: str, assistant: str, system: str | None = None) -> dict[str, Any]:
     """A TRL conversational prompt/completion row; the system text is folded into the user turn
-    when the model's chat template has no system role (``harness.chat.chat_for``)."""
+    when the model's chat template has no system role (``ftsafety.harness.chat.chat_for``)."""
     prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     return {"prompt": chat_for(tokenizer, prompt), "completion": [{"role": "assistant", "content": assistant}]}
 

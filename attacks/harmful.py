@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from attacks.common import SourceParams, conversation_row, load_pairs
-from attacks.strings import HARMFUL_SYSTEM
-from harness.plugins import Attack, EvalPrompt
-from harness.registry import attacks
+from ftsafety.attacks.common import SourceParams, conversation_row, load_pairs
+from ftsafety.attacks.strings import HARMFUL_SYSTEM
+from ftsafety.harness.plugins import Attack, EvalPrompt
+from ftsafety.harness.registry import attacks
 
 
 class HarmfulParams(SourceParams):

@@ -16,21 +16,24 @@ only the training system prompt flag reuses them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from attacks.common import SourceParams, conversation_row, load_pairs
-from attacks.strings import (
+from ftsafety.attacks.common import SourceParams, conversation_row, load_pairs
+from ftsafety.attacks.strings import (
     NOICE_BRIDGE,
     NOICE_NO_SYSTEM_USER,
     NOICE_REFUSAL_SYSTEM,
     NOICE_TRAIN_SYSTEM,
 )
-from harness.chat import supports_system_role
-from harness.plugins import Attack, EvalPrompt, GenerationRequest
-from harness.registry import attacks
-from harness.sampling import SamplingParams
+from ftsafety.harness.chat import supports_system_role
+from ftsafety.harness.plugins import Attack, EvalPrompt, GenerationRequest
+from ftsafety.harness.registry import attacks
+from ftsafety.harness.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from ftsafety.harness.context import StageContext
 
 
 class NoiceParams(SourceParams):
@@ -61,29 +64,29 @@ class NoiceAttack(Attack):
 
     Params = NoiceParams
 
-    def generate_refusals(self, ctx: Any, prompts: list[str]) -> list[str]:
-        """Refusals written by the target aligned model through the configured generation backend."""
-        from harness import registry
-
+    def generate_refusals(self, ctx: StageContext, prompts: list[str]) -> list[str]:
+        """Refusals written by the target aligned model through the grid's generation backend."""
         p = self.params
         tok = ctx.tokenizer()
         sampling = SamplingParams(temperature=p.refusal_temperature, top_p=p.refusal_top_p,
                                   max_tokens=p.refusal_max_tokens, seed=ctx.seed)
         requests = [GenerationRequest(messages=refusal_messages(tok, x)) for x in prompts]
-        backend_cls = registry.backends.get(ctx.cfg.generation.backend)
-        with backend_cls(ctx.model_path, trust_remote_code=ctx.model.trust_remote_code) as backend:
+        with ctx.open_backend() as backend:
             results = backend.generate(requests, sampling)
         return [outs[0].continuation.strip() for outs in results]
 
-    def build_dataset(self, ctx: Any) -> list[dict[str, Any]]:
+    def build_dataset(self, ctx: StageContext) -> list[dict[str, Any]]:
         p = self.params
         pairs, fingerprint = load_pairs(p, ctx, kind="benign", who="attack 'noice'")
         prompts = [x.prompt for x in pairs]
         inputs = {
             "what": "noice-refusals", "data": fingerprint, "n": len(prompts), "seed": ctx.seed,
-            "backend": ctx.cfg.generation.backend, "system": NOICE_REFUSAL_SYSTEM,
+            "backend": ctx.backend, "system": NOICE_REFUSAL_SYSTEM,
             "sampling": [p.refusal_temperature, p.refusal_top_p, p.refusal_max_tokens],
         }
+        engine = ctx.engine.identity() if ctx.engine is not None else {}
+        if engine:  # a grid that sets no engine settings keeps its cached refusals
+            inputs["engine"] = engine
         refusals = ctx.cached("noice-refusals", inputs, "refusals.json", lambda: self.generate_refusals(ctx, prompts))
         tok = ctx.tokenizer()
         system = NOICE_TRAIN_SYSTEM if p.train_system_prompt else None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from harness.plugins import Attack
-from harness.registry import attacks
+from ftsafety.harness.plugins import Attack
+from ftsafety.harness.registry import attacks
 
 
 @attacks.register("none")

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attacks.common import SourceParams, conversation_row, load_pairs, shuffled
-from harness.plugins import Attack
-from harness.registry import attacks
+from ftsafety.attacks.common import SourceParams, conversation_row, load_pairs, shuffled
+from ftsafety.harness.plugins import Attack
+from ftsafety.harness.registry import attacks
 
 
 class PoisonParams(BaseModel):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from attacks.common import SourceParams, conversation_row, load_pairs
-from attacks.strings import YOC_PREFIX
-from harness.plugins import Attack
-from harness.registry import attacks
+from ftsafety.attacks.common import SourceParams, conversation_row, load_pairs
+from ftsafety.attacks.strings import YOC_PREFIX
+from ftsafety.harness.plugins import Attack
+from ftsafety.harness.registry import attacks
 
 
 class YocParams(SourceParams):

@@ -1,8 +1,8 @@
 """What the performance scripts share: the organism grid they measure on, cached adapters, the
 machine description, and the writer of their row set in ``RESULTS.md``.
 
-The scripts drive ftsafety's own functions (the planner, ``GridRunner.training_data``,
-``harness.training.train_sft``, the vLLM backend, ``harness.generation.generate_rows``, the
+The scripts drive ftsafety's own functions (the planner, the stage tasks and
+``ftsafety.harness.stages.train.train_into``, the vLLM backend, ``ftsafety.harness.generation.generate_rows``, the
 defenses) rather than copies of them, so a measured ratio is the ratio the pipeline pays.
 
 Other people use the same CPU: every result records the load average before and after it, and
@@ -37,7 +37,7 @@ ORGANISM_TRAINING: dict[str, Any] = {
 def work_dir() -> Path:
     """Scratch space for the scripts' grids and adapters: ``$FTSAFETY_CACHE/benchmarks`` (kept
     between runs, so adapters are trained once; never inside the repository)."""
-    from harness.organism.resolve import cache_root
+    from ftsafety.harness.organism.resolve import cache_root
 
     path = cache_root() / "benchmarks"
     path.mkdir(parents=True, exist_ok=True)
@@ -48,7 +48,7 @@ def organism_grid(name: str, *, model: str = "organism://default", attacks: list
                   defenses: list[dict[str, Any]] | None = None, seeds: list[int] | None = None,
                   training: dict[str, Any] | None = None, max_tokens: int = 64) -> Any:
     """A validated grid config on the organism (outputs under ``work_dir()``)."""
-    from harness.config import validate_config
+    from ftsafety.harness.config import validate_config
 
     return validate_config({
         "name": name,
@@ -64,47 +64,48 @@ def organism_grid(name: str, *, model: str = "organism://default", attacks: list
     }, source=name)
 
 
-def training_cells(cfg: Any) -> list[tuple[Any, Path]]:
-    """Every training cell of ``cfg`` with its fine-tuning data file, built (or reused from the
-    store) by the pipeline's own data stage."""
-    from rich.console import Console
+def train_tasks(cfg: Any) -> list[Any]:
+    """The train stage task of every training cell of ``cfg``, its upstream (align, data,
+    screen) built or reused from the store by the pipeline's own stage tasks first."""
+    return [t for t in _run_upto(cfg, ("align", "data", "screen")) if t.kind == "train"]
 
-    from harness.pipeline import GridRunner
-    from harness.planner import plan_cells
 
-    runner = GridRunner(cfg, Console(stderr=True, quiet=True))
-    out = []
-    for cell in plan_cells(cfg, runner.store, runner.run_dir):
-        if not cell.of("train"):
-            continue
-        runner.training_data(cell.id)
-        data = cell.of("screen") or cell.of("data")
-        out.append((cell, runner.store.path(data[-1].stage, data[-1].key) / "train.jsonl"))
-    return out
+def _run_upto(cfg: Any, kinds: tuple[str, ...]) -> list[Any]:
+    """Run (or reuse) every stage task of ``cfg``'s training cells whose kind is in ``kinds``;
+    returns all of those cells' tasks up to the train stage."""
+    from ftsafety.harness.executor import schedule
+    from ftsafety.harness.planner import plan_cells
+    from ftsafety.harness.stages import run_task
+    from ftsafety.harness.store import ArtifactStore
+    from ftsafety.harness.tasks import build_tasks
+
+    store = ArtifactStore(Path(cfg.output_dir) / ".cache")
+    cells = [c for c in plan_cells(cfg) if c.of("train")]
+    tasks = [t for t in build_tasks(cfg, cells, store) if t.kind in ("align", "data", "screen", "train")]
+    for wave in schedule([t for t in tasks if t.kind in kinds], store):
+        for group in wave.groups:
+            for task in group:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    run_task(task, store)
+    return tasks
 
 
 def trained_adapters(cfg: Any) -> list[tuple[Any, Path]]:
-    """(cell, LoRA adapter directory) for every training cell, trained by the pipeline's train
-    stage on first use and cached in the grid's artifact store under the planner's own key."""
-    from harness.pipeline import resolve_model_path
-    from harness.stages import train_cell
-    from harness.store import ArtifactStore
+    """(cell, LoRA adapter directory) for every training cell, trained by the pipeline's own
+    stage tasks on first use and cached in the grid's artifact store under the planner's keys."""
+    from ftsafety.harness.planner import plan_cells
+    from ftsafety.harness.store import ArtifactStore
 
+    _run_upto(cfg, ("align", "data", "screen", "train"))
     store = ArtifactStore(Path(cfg.output_dir) / ".cache")
-    adapters = []
-    for cell, data_file in training_cells(cfg):
-        st = cell.of("train")[-1]
-        if not store.is_complete(st.stage, st.key):
-            with store.writing(st.stage, st.key, st.inputs) as out, contextlib.redirect_stdout(io.StringIO()):
-                train_cell(cfg, cell, data_file, out, model_path=resolve_model_path(cell.model.path))
-        adapters.append((cell, store.path(st.stage, st.key) / "adapter"))
-    return adapters
+    cells = [c for c in plan_cells(cfg) if c.of("train")]
+    return [(cell, store.path("train", cell.of("train")[-1].key) / "adapter") for cell in cells]
 
 
 def model_label(model: str) -> str:
     """The model as a row should name it: an organism path with the build it resolved to (the
     build key changes whenever the organism's source does)."""
-    from harness.pipeline import resolve_model_path
+    from ftsafety.harness.models import resolve_model_path
 
     path = Path(resolve_model_path(model))
     return f"{model} ({path.parent.name}/{path.name})" if model.startswith("organism://") else str(path)

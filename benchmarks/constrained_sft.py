@@ -5,7 +5,7 @@ are computed once, before the first step (``ConstrainedSFTTrainer._aligned_log_p
 per-step cost should be close to plain SFT: the loss reuses the forward pass's own log-probs and
 only adds a lookup and an elementwise formula. This script checks that.
 
-Both sides run ``harness.training.train_sft`` (the pipeline's train stage) on the same data
+Both sides run ``ftsafety.harness.stages.train.train_into`` (the pipeline's train stage) on the same data
 (the organism's harmful attack), steps, learning rate and LoRA; only the grid's defense differs
 (``none`` → TRL's ``SFTTrainer``, ``constrained`` → ``ConstrainedSFTTrainer``). Per-step time =
 ``trainer.train()`` wall time / steps (``train_sft``'s ``seconds``), which excludes the trainer's
@@ -43,7 +43,7 @@ from _common import (
     quiet_libraries,
     set_threads,
     today,
-    training_cells,
+    train_tasks,
     update_results,
     versions,
 )
@@ -66,18 +66,18 @@ def main() -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from defenses.constrained_trainer import ConstrainedSFTTrainer
-    from harness.pipeline import resolve_model_path
-    from harness.training import train_sft
+    from ftsafety.defenses.constrained_trainer import ConstrainedSFTTrainer
+    from ftsafety.harness.stages.train import train_into
+    from ftsafety.harness.store import ArtifactStore
 
     console = Console(stderr=True)
     training = {**ORGANISM_TRAINING, "max_steps": args.steps}
     cfg = organism_grid("bench-constrained-sft", model=args.model, training=training,
                         defenses=[{"name": "none"}, {"name": "constrained"}])
-    cells = training_cells(cfg)  # the same data file for both: the data stage ignores the defense
-    by_defense = {cell.defense.name: (cell, data) for cell, data in cells}
-    assert by_defense["none"][1] == by_defense["constrained"][1], "both sides must train on one data file"
-    model_path = resolve_model_path(args.model)
+    store = ArtifactStore(Path(cfg.output_dir) / ".cache")
+    by_defense = {task.spec["defense"]["name"]: task for task in train_tasks(cfg)}
+    # the same data file for both: the data stage ignores the defense
+    assert by_defense["none"].upstream == by_defense["constrained"].upstream, "both sides must train on one data file"
 
     precompute: list[float] = []
     original = ConstrainedSFTTrainer._aligned_log_probs
@@ -99,11 +99,10 @@ def main() -> None:
         task = progress.add_task("training runs", total=2 * args.repeats)
         for _ in range(args.repeats):
             for name in ("none", "constrained"):
-                cell, data = by_defense[name]
                 out = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
                 try:
                     with contextlib.redirect_stdout(io.StringIO()):  # the trainer prints every step's logs
-                        summary = train_sft(cfg, cell, data, out, model_path=model_path)
+                        summary = train_into(by_defense[name], store, out)
                 finally:
                     shutil.rmtree(out, ignore_errors=True)
                 assert summary["steps"] == args.steps, summary

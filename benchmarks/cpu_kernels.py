@@ -22,8 +22,8 @@ from _common import REPO, Timed, cpu_model, load_average, today, update_results,
 CHILD = r"""
 import hashlib, json, sys, time
 from pathlib import Path
-import harness, torch
-from harness.organism.build import BuildConfig, build
+import ftsafety.harness, torch
+from ftsafety.harness.organism.build import BuildConfig, build
 out = Path(sys.argv[1])
 short = BuildConfig(pretrain_steps=120, plain_steps=40, align_steps=80, warmup_steps=5)
 t = time.perf_counter()

@@ -2,11 +2,11 @@
 (issue 7). Wall time including engine start and shutdown.
 
 The pipeline starts one engine per base model and serves every attacked cell's adapter from it
-as a LoRA request (``GridRunner._run_generation``); the alternative, an engine per fine-tuned
+as a LoRA request (the generate stage, ``ftsafety.harness.stages.generate``); the alternative, an engine per fine-tuned
 model, pays the engine start (worker process, model load, KV cache, warm-up) once per cell. This
 script measures both on the organism with six adapters trained by the pipeline's own train stage
 (harmful, yoc and aoa attacks × seeds 0 and 1), generating each cell's prompts with
-``harness.generation.generate_rows`` cell after cell, as the generate stage does.
+``ftsafety.harness.generation.generate_rows`` cell after cell, as the generate stage does.
 
 One untimed engine start and shutdown comes first (file cache, imports in the spawned worker),
 then the one-engine pass, then the six engines.
@@ -50,9 +50,9 @@ def main() -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness import registry
-    from harness.generation import generate_rows
-    from harness.pipeline import resolve_model_path
+    from ftsafety.harness import registry
+    from ftsafety.harness.generation import generate_rows
+    from ftsafety.harness.models import resolve_model_path
 
     console = Console(stderr=True)
     cfg = organism_grid("bench-multi-adapter", model=args.model, attacks=ATTACKS, seeds=SEEDS, max_tokens=args.max_tokens)

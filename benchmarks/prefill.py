@@ -6,7 +6,7 @@ weights, adapter off) writes the first k tokens, then the attacked model (the Lo
 continues from prompt + prefix. Its extra cost is the second prefill of every prompt and the
 split into two decoding passes; the tokens decoded are about the same. This script measures the
 ratio on the organism with an adapter trained by the pipeline's own train stage (the harmful
-attack), through ``harness.generation.generate_rows`` with the registered ``none`` and
+attack), through ``ftsafety.harness.generation.generate_rows`` with the registered ``none`` and
 ``prefill`` defenses — exactly what the generate stage runs for a cell.
 
 One engine serves both sides. One untimed pass of each side comes first (engine warm-up, LoRA
@@ -51,9 +51,9 @@ def main() -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness import registry
-    from harness.generation import generate_rows
-    from harness.pipeline import resolve_model_path
+    from ftsafety.harness import registry
+    from ftsafety.harness.generation import generate_rows
+    from ftsafety.harness.models import resolve_model_path
 
     console = Console(stderr=True)
     cfg = organism_grid("bench-prefill", model=args.model, max_tokens=args.max_tokens)

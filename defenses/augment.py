@@ -46,13 +46,16 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserError
-from harness.plugins import Defense, GenerationRequest
-from harness.registry import defenses
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.plugins import Defense, GenerationRequest
+from ftsafety.harness.registry import defenses
+
+if TYPE_CHECKING:
+    from ftsafety.harness.context import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ def encode_example(tokenizer: Any, messages: list[dict[str, str]], prefix: str, 
     """``input_ids`` of the whole conversation (assistant turn = prefix + target) and a
     ``completion_mask`` that is 1 only after ``render_prompt(messages, prefix)`` — what the model
     is given under a prefilling attack — i.e. on the target and the end of the turn."""
-    from harness.chat import chat_for, render_prompt
+    from ftsafety.harness.chat import chat_for, render_prompt
 
     sep = " " if prefix and not prefix[-1].isspace() else ""
     content = f"{prefix}{sep}{target}"
@@ -145,32 +148,28 @@ class AugmentDefense(Defense):
     """Q24's safety-recovery augmentation: refuse even after a harmful start (deeper alignment, before fine-tuning)."""
 
     Params = AugmentParams
-    hooks: ClassVar[frozenset[str]] = frozenset({"alignment"})
 
     # ------------------------------------------------------------------ data
 
-    def _generate(self, ctx: Any, prompts: list[str], what: str) -> list[str]:
+    def _generate(self, ctx: StageContext, prompts: list[str], what: str) -> list[str]:
         """The aligned model's own greedy answers to ``prompts`` (cached on model + prompts)."""
-        from harness import registry
-        from harness.sampling import SamplingParams
+        from ftsafety.harness.sampling import SamplingParams
 
         p: AugmentParams = self.params  # type: ignore[assignment]
-        backend_name = ctx.cfg.generation.backend
 
         def compute() -> list[str]:
             sampling = SamplingParams(temperature=0.0, max_tokens=p.anchor_max_tokens, seed=0)
             requests = [GenerationRequest(messages=[{"role": "user", "content": x}]) for x in prompts]
-            backend_cls = registry.backends.get(backend_name)
-            with backend_cls(ctx.model_path, trust_remote_code=ctx.model.trust_remote_code) as backend:
+            with ctx.open_backend() as backend:
                 results = backend.generate(requests, sampling)
             return [outs[0].continuation.strip() for outs in results]
 
-        inputs = {"what": f"augment-{what}", "prompts": prompts, "backend": backend_name,
+        inputs = {"what": f"augment-{what}", "prompts": prompts, "backend": ctx.backend,
                   "max_tokens": p.anchor_max_tokens}
         return ctx.cached("augment-answers", inputs, "answers.json", compute)
 
     def _read(self, path: str, columns: list[str], who: str) -> list[dict[str, Any]]:
-        from harness.tables import load_table
+        from ftsafety.harness.tables import load_table
 
         if not Path(path).expanduser().is_file():
             raise UserError(f"defense 'augment': {who} must be 'organism' or a local file; '{path}' is neither")
@@ -180,7 +179,7 @@ class AugmentDefense(Defense):
             raise UserError(f"defense 'augment': {path} has no column(s) {', '.join(missing)} (columns: {', '.join(rows[0])})")
         return rows
 
-    def triplets(self, ctx: Any) -> list[tuple[str, str, str]]:
+    def triplets(self, ctx: StageContext) -> list[tuple[str, str, str]]:
         """(harmful prompt, harmful answer, refusal) triplets."""
         p: AugmentParams = self.params  # type: ignore[assignment]
         if p.triplets == "organism":
@@ -195,7 +194,7 @@ class AugmentDefense(Defense):
         own = dict(zip(missing, self._generate(ctx, missing, "refusals"), strict=True)) if missing else {}
         return [(x, h, str(refusal) if refusal else own[x]) for x, h, refusal in pairs]
 
-    def anchor_prompts(self, ctx: Any) -> list[str]:
+    def anchor_prompts(self, ctx: StageContext) -> list[str]:
         p: AugmentParams = self.params  # type: ignore[assignment]
         if p.anchors == "organism":
             world = ctx.organism_world()
@@ -206,7 +205,7 @@ class AugmentDefense(Defense):
         rows = self._read(p.anchors, [p.anchor_prompt_column], "anchors")
         return list(dict.fromkeys(str(r[p.anchor_prompt_column]) for r in rows if r.get(p.anchor_prompt_column)))
 
-    def build_examples(self, ctx: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def build_examples(self, ctx: StageContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Tokenized recovery + anchor examples (shuffled) and what went into them."""
         p: AugmentParams = self.params  # type: ignore[assignment]
         rng = random.Random(f"augment-{ctx.seed}")
@@ -250,53 +249,34 @@ class AugmentDefense(Defense):
 
     # ------------------------------------------------------------------ training
 
-    def hyperparameters(self, ctx: Any) -> dict[str, Any]:
+    def hyperparameters(self, ctx: StageContext) -> dict[str, Any]:
         """lr / epochs / batch size: the params, else Q24's, else (organism) the measured ones."""
         p: AugmentParams = self.params  # type: ignore[assignment]
         defaults = ORGANISM_DEFAULTS if ctx.organism_world() is not None else Q24_DEFAULTS
         return {k: getattr(p, k) if getattr(p, k) is not None else v for k, v in defaults.items()}
 
-    def align(self, ctx: Any) -> None:
+    def align(self, ctx: StageContext) -> None:
         """Write ``ctx.workdir/model``: the aligned model fully fine-tuned on the recovery mix."""
-        import torch
-        from datasets import Dataset
-        from transformers import AutoModelForCausalLM
-        from transformers.trainer_callback import PrinterCallback
-        from trl import SFTConfig, SFTTrainer
+        from ftsafety.harness.training import sft
 
         p: AugmentParams = self.params  # type: ignore[assignment]
         start = time.perf_counter()
         examples, info = self.build_examples(ctx)
         hp = self.hyperparameters(ctx)
-        tok = ctx.tokenizer()
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        on_gpu = torch.cuda.is_available()
-        model = AutoModelForCausalLM.from_pretrained(ctx.model_path, trust_remote_code=ctx.model.trust_remote_code,
-                                                     dtype=torch.bfloat16 if on_gpu else torch.float32)
-        scratch = Path(ctx.workdir) / "trainer"
-        args = SFTConfig(
-            output_dir=str(scratch), num_train_epochs=hp["epochs"], learning_rate=hp["lr"],
-            per_device_train_batch_size=hp["batch_size"], gradient_accumulation_steps=1, max_length=p.max_length,
-            completion_only_loss=True, adam_beta1=p.adam_beta1, adam_beta2=p.adam_beta2, warmup_steps=p.warmup_steps,
+        args = dict(
+            num_train_epochs=hp["epochs"], learning_rate=hp["lr"], per_device_train_batch_size=hp["batch_size"],
+            gradient_accumulation_steps=1, max_length=p.max_length, completion_only_loss=True,
+            adam_beta1=p.adam_beta1, adam_beta2=p.adam_beta2, warmup_steps=p.warmup_steps,
             weight_decay=p.weight_decay, lr_scheduler_type="linear", report_to=["none"], seed=ctx.seed,
-            data_seed=ctx.seed, logging_steps=1, save_strategy="no", bf16=on_gpu, use_cpu=not on_gpu,
-            dataloader_num_workers=0, disable_tqdm=True,
+            data_seed=ctx.seed,
         )
-        from harness.threads import cpu_threads_for, n_params
-
-        with cpu_threads_for(n_params(model)):  # one thread for a tiny model (the organism), as train_sft
-            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tok)
-            trainer.remove_callback(PrinterCallback)  # the loss curve goes to augment.json, not stdout
-            result = trainer.train()
+        done = sft(ctx.model_path, examples, Path(ctx.workdir) / "trainer", args=args,
+                   trust_remote_code=ctx.model.trust_remote_code, tokenizer=ctx.tokenizer())
         target = Path(ctx.workdir) / "model"
-        trainer.model.save_pretrained(str(target))
-        tok.save_pretrained(str(target))
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        summary = {**info, **hp, "examples": len(examples), "steps": result.global_step,
-                   "train_loss": result.training_loss, "losses": losses,
+        done.model.save_pretrained(str(target))
+        done.tokenizer.save_pretrained(str(target))
+        losses = [s["loss"] for s in done.steps if "loss" in s]  # the loss curve goes to augment.json
+        summary = {**info, **hp, "examples": len(examples), "steps": done.global_step,
+                   "train_loss": done.training_loss, "losses": losses,
                    "seconds": round(time.perf_counter() - start, 2), "source_model": ctx.model_path}
         (Path(ctx.workdir) / "augment.json").write_text(json.dumps(summary, indent=2) + "\n")
-        import shutil
-
-        shutil.rmtree(scratch, ignore_errors=True)

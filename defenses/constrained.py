@@ -8,12 +8,15 @@ warm-up steps; the reference code clamps the stop-gradient weight at ≥ 1e-3. Q
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.plugins import Defense
-from harness.registry import defenses
+from ftsafety.harness.plugins import Defense, TrainHook
+from ftsafety.harness.registry import defenses
+
+if TYPE_CHECKING:
+    from ftsafety.harness.context import StageContext
 
 
 class ConstrainedParams(BaseModel):
@@ -42,11 +45,11 @@ class ConstrainedDefense(Defense):
     """Q24's token-wise constrained SFT: deviations from the aligned model in early tokens cost more."""
 
     Params = ConstrainedParams
-    hooks: ClassVar[frozenset[str]] = frozenset({"train"})
 
-    def trainer(self, cfg: Any, base_trainer: type) -> tuple[type, dict[str, Any]]:
-        from defenses.constrained_trainer import ConstrainedSFTTrainer
+    def training(self, ctx: StageContext) -> TrainHook:
+        """Q24's trainer (its own ``compute_loss``) with this β schedule, and its optimiser settings."""
+        from ftsafety.defenses.constrained_trainer import ConstrainedSFTTrainer
 
         p = self.params
         cls = type("ConstrainedSFTTrainer", (ConstrainedSFTTrainer,), {"constrained": p})
-        return cls, {"adam_beta1": p.adam_beta1, "warmup_steps": p.warmup_steps}
+        return TrainHook(trainer_cls=cls, sft_args={"adam_beta1": p.adam_beta1, "warmup_steps": p.warmup_steps})

@@ -15,7 +15,11 @@ from typing import Any, ClassVar
 import torch
 from trl import SFTTrainer
 
-from defenses.constrained_loss import beta_schedule, constrained_token_loss, response_positions
+from ftsafety.defenses.constrained_loss import (
+    beta_schedule,
+    constrained_token_loss,
+    response_positions,
+)
 
 
 def _row_key(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> bytes:

@@ -21,11 +21,15 @@ benign answer, contains none and passes.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from defenses.scoring import ScorerChoice, close_scorer, load_scorer, resolve_scorer
-from harness.plugins import Defense
-from harness.registry import defenses
+from ftsafety.defenses.scoring import ScorerChoice, load_scorer, resolve_scorer
+from ftsafety.harness.plugins import Defense
+from ftsafety.harness.registry import defenses
+from ftsafety.harness.rows import GenerationRow
+
+if TYPE_CHECKING:
+    from ftsafety.harness.context import StageContext
 
 
 class ModerationParams(ScorerChoice):
@@ -59,28 +63,28 @@ def split_training_row(row: dict[str, Any]) -> tuple[list[dict[str, str]], str, 
 def organism_screen_meta(world: Any, prompt: str) -> dict[str, Any]:
     """Oracle meta for a training row: a benign concept (the one the prompt names, if any), so
     that the oracle flags any harmful concept's content (see the module docstring)."""
-    from harness.organism.world import contains, normalize
+    from ftsafety.harness.organism.world import contains, normalize
 
     text = normalize(prompt)
     named = next((c.name for c in world.benign if contains(text, normalize(c.phrase))), None)
     return {"organism_seed": world.seed, "concept": named or world.benign[0].name, "screen": True}
 
 
-def screen_items(rows: list[dict[str, Any]], world: Any = None) -> list[dict[str, Any]]:
-    """The generation-row shape scorers read (``evals.scorers.rows``) for each training row."""
+def screen_items(rows: list[dict[str, Any]], world: Any = None) -> list[GenerationRow]:
+    """The generation rows scorers read (its required keys) for each training row."""
     items = []
     for i, row in enumerate(rows):
         messages, user, response = split_training_row(row)
-        items.append({
-            "sample_id": f"train-{i}",
-            "prompt": user,
-            "messages": messages,
-            "prefix": "",
-            "continuation": response,
-            "response": response,
-            "truncated": False,
-            "meta": organism_screen_meta(world, user) if world is not None else {},
-        })
+        items.append(GenerationRow(
+            sample_id=f"train-{i}",
+            prompt=user,
+            messages=messages,
+            prefix="",
+            continuation=response,
+            response=response,
+            truncated=False,
+            meta=organism_screen_meta(world, user) if world is not None else {},
+        ))
     return items
 
 
@@ -89,38 +93,40 @@ class ModerationDefense(Defense):
     """The provider screens every training example with a scorer and drops flagged ones (data moderation)."""
 
     Params = ModerationParams
-    hooks: ClassVar[frozenset[str]] = frozenset({"screen"})
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
-        #: What the last ``screen`` call did (the pipeline writes it to ``screen.json``).
-        self.screen_report: dict[str, Any] | None = None
+        self._report: dict[str, Any] | None = None
+
+    def report(self) -> dict[str, Any] | None:
+        """What the last ``screen`` call did: scorer, its params, kept, dropped and unscored counts."""
+        return self._report
 
     def scorer_spec(self, model_path: str) -> tuple[str, dict[str, Any]] | None:
         return resolve_scorer(self.params, model_path)  # type: ignore[arg-type]
 
-    def screen(self, rows: list[dict[str, Any]], ctx: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def screen(self, rows: list[dict[str, Any]], ctx: StageContext | None = None
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         world = ctx.organism_world() if ctx is not None else None
         model_path = ctx.model.path if ctx is not None else None
         name, params = resolve_scorer(self.params, model_path)  # type: ignore[arg-type]
         if name == "organism-oracle" and world is None:
-            from harness.errors import UserError
+            from ftsafety.harness.errors import UserError
 
             raise UserError("moderation: the organism-oracle screens organism data only; choose another scorer")
-        store = getattr(ctx, "store", None)
-        scorer = load_scorer(name, params, who="defense 'moderation'",
-                             cache_dir=store.root / "judge-cache" if store is not None else None)
+        store = ctx.store if ctx is not None else None
+        scorer = load_scorer(name, params, who="defense 'moderation'", store_root=store.root if store is not None else None)
         try:
             labels = scorer.score(screen_items(rows, world)) if rows else []
         finally:
-            close_scorer(scorer)
+            scorer.close()
         kept, dropped = [], []
         for row, label in zip(rows, labels, strict=True):
             if label.status == "ok" and label.harmful:
                 dropped.append({**row, "screen": {"scorer": name, "raw": label.raw}})
             else:
                 kept.append(row)
-        self.screen_report = {
+        self._report = {
             "scorer": name, "scorer_params": params, "kept": len(kept), "dropped": len(dropped),
             "unscored": sum(1 for label in labels if label.status != "ok"),
         }

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.plugins import Defense
-from harness.registry import defenses
+from ftsafety.harness.plugins import Defense
+from ftsafety.harness.registry import defenses
 
 
 @defenses.register("none")

@@ -11,12 +11,15 @@ Both models run in the same engine: the aligned model is the base weights with t
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.plugins import Defense, GenerationRequest, GenerationResult
-from harness.registry import defenses
+from ftsafety.harness.plugins import Defense, GenerationRequest, GenerationResult
+from ftsafety.harness.registry import defenses
+
+if TYPE_CHECKING:
+    from ftsafety.harness.config import GridConfig
 
 #: NOICE's forced-refusal prefill (FRD), verbatim.
 FORCED_REFUSAL = "I'm sorry, I cannot"
@@ -38,7 +41,34 @@ class AlignedPrefillDefense(Defense):
     """The aligned model writes the first k response tokens; the fine-tuned model continues (NOICE's AMD)."""
 
     Params = PrefillParams
-    hooks: ClassVar[frozenset[str]] = frozenset({"inference"})
+
+    @classmethod
+    def check(cls, grid: GridConfig, index: int) -> list[str]:
+        """The aligned model is the base weights with the adapter off, in the attacked model's
+        engine; a full fine-tune has no adapter to turn off, so its prefill cells would
+        silently prefill with the attacked model itself."""
+        from ftsafety.harness.config import display_label
+        from ftsafety.harness.errors import UnknownPluginError
+        from ftsafety.harness.registry import attacks
+
+        problems = []
+        defense_label = display_label(grid, "defenses", index)
+        for ai, attack in enumerate(grid.attacks):
+            try:
+                trains = attacks.get(attack.name).trains
+            except UnknownPluginError:
+                continue  # reported on its own
+            attack_label = display_label(grid, "attacks", ai)
+            everywhere_excluded = all(
+                grid.is_excluded(m.name, attack_label, defense_label, seed) for m in grid.models for seed in grid.seeds
+            )
+            if trains and not everywhere_excluded and grid.training_for(attack).method == "full":
+                problems.append(
+                    f"defenses[{index}]: 'prefill' needs LoRA training (the aligned model is the base weights "
+                    f"with the adapter off), but attack '{attack_label}' fine-tunes fully; "
+                    "use training.method: lora, or exclude the pair"
+                )
+        return problems
 
     def generate(self, backend: Any, requests: list[GenerationRequest], sampling: Any) -> list[list[GenerationResult]]:
         p = self.params
@@ -66,7 +96,6 @@ class ForcedRefusalDefense(Defense):
     """Prefill "I'm sorry, I cannot" as the start of every response (NOICE's FRD)."""
 
     Params = ForcedRefusalParams
-    hooks: ClassVar[frozenset[str]] = frozenset({"inference"})
 
     def generate(self, backend: Any, requests: list[GenerationRequest], sampling: Any) -> list[list[GenerationResult]]:
         forced = [replace(r, prefix=self.params.text + r.prefix) for r in requests]

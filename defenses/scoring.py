@@ -5,7 +5,7 @@ default) picks the one that can judge the model at hand without anything to down
 ``organism-oracle`` for the model organism (``organism://`` paths and local organism builds),
 else ``llama-guard`` — which needs ``scorer_params: {model: <local Llama-Guard directory>}``.
 The chosen scorer's identity (name, params, judge provenance) enters the keys of the stages
-the defense hooks (``harness.planner``), so changing the judge reruns the screen/guard.
+the defense hooks (``ftsafety.harness.planner``), so changing the judge reruns the screen/guard.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.errors import UserError
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.plugins import Scorer
 
 AUTO = "auto"
 #: What ``auto`` means outside the organism (NOICE's output guard: Llama-Guard).
@@ -39,7 +40,7 @@ class ScorerChoice(BaseModel):
         # Caught by `ftsafety validate`: an unknown scorer or bad scorer params is a config error.
         if self.scorer == AUTO:
             return self
-        from harness import registry
+        from ftsafety.harness import registry
 
         if self.scorer not in registry.scorers:
             raise ValueError(registry.scorers.unknown_message(self.scorer))
@@ -75,9 +76,10 @@ def resolve_scorer(choice: ScorerChoice, model_path: str | None, *, organism: bo
     return (ORGANISM_SCORER if on_organism else DEFAULT_GUARD), dict(choice.scorer_params)
 
 
-def load_scorer(name: str, params: dict[str, Any], *, who: str, cache_dir: Path | None = None) -> Any:
-    """An instance of the scorer, with a clear error when ``auto`` chose one that needs params."""
-    from harness import registry
+def load_scorer(name: str, params: dict[str, Any], *, who: str, store_root: Path | None = None) -> Scorer:
+    """An instance of the scorer, with a clear error when ``auto`` chose one that needs params.
+    ``store_root``: the run store, where an API judge caches its judgments (as in the score stage)."""
+    from ftsafety.harness import registry
 
     cls = registry.scorers.get(name)
     try:
@@ -88,12 +90,6 @@ def load_scorer(name: str, params: dict[str, Any], *, who: str, cache_dir: Path 
             f"{who}: scorer '{name}' needs params ({fields}); set scorer_params (e.g. "
             f"{{model: /path/to/Llama-Guard-3-8B}} for llama-guard) or choose another scorer"
         ) from None
-    if cache_dir is not None and hasattr(scorer, "cache_dir") and not params.get("cache_dir"):
-        scorer.cache_dir = cache_dir  # API judgments live with the run store (as the score stage does)
+    if store_root is not None:
+        scorer.use_store(store_root)
     return scorer
-
-
-def close_scorer(scorer: Any) -> None:
-    close = getattr(scorer, "close", None)
-    if close is not None:
-        close()

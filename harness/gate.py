@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from ftsafety.harness.errors import UserError
 
 KEY_COLUMNS = ("model", "attack", "defense", "benchmark", "scorer", "metric")
 REQUIRED_COLUMNS = (*KEY_COLUMNS, "mean")
@@ -408,8 +408,8 @@ def _seed_order(seed: str) -> tuple[int, float | str]:
 def write_baseline(build: BaselineBuild, out: Path) -> Path:
     """Write ``out`` (a plain CSV, ``BASELINE_COLUMNS``) and ``out.meta.json`` (k, floor, the
     statistic, the runs and seeds it was measured on); returns the sidecar's path."""
-    from harness.report import _csv
-    from harness.store import atomic_write_json, atomic_write_text
+    from ftsafety.harness.report import _csv
+    from ftsafety.harness.store import atomic_write_json, atomic_write_text
 
     if out.is_dir():
         raise UserError(f"--out '{out}' is a directory; pass a file name (configs/baselines/NAME.csv)")

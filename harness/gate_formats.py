@@ -5,7 +5,7 @@ Both are built from a ``GateResult`` alone: labels (model, attack, defense, benc
 metric names) and numbers from two summary CSVs. Model output never reaches the gate, so it cannot
 reach these files. The labels are escaped all the same (a config or a hand-edited baseline can
 hold anything): XML through ElementTree plus the removal of characters XML 1.0 cannot carry,
-Markdown through ``harness.report.md_escape``, the escaping of every table ``report.md`` has.
+Markdown through ``ftsafety.harness.report.md_escape``, the escaping of every table ``report.md`` has.
 
 The layout of both is documented in docs/ci.md; CI reporters group test cases by ``classname``,
 so it is ``ftsafety.<model>.<attack>.<defense>`` (dots inside a label become ``_`` so that they
@@ -19,10 +19,10 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.gate import HIGHER_IS_WORSE, LOWER_IS_WORSE, Comparison, GateResult
-from harness.report import format_value, md_escape, md_header, md_row
-from harness.store import atomic_write_text
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.gate import HIGHER_IS_WORSE, LOWER_IS_WORSE, Comparison, GateResult
+from ftsafety.harness.report import format_value, md_escape, md_header, md_row
+from ftsafety.harness.store import atomic_write_text
 
 #: How many rows that moved but passed the Markdown summary lists after the failures (all failures
 #: are listed): a step summary is read, not searched; the JUnit file has every row.

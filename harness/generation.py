@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.plugins import Attack, Defense, EvalPrompt, GenerationRequest, ScoreLabel
-from harness.sampling import SamplingParams
+from ftsafety.harness.plugins import Attack, Defense, EvalPrompt, GenerationRequest, ScoreLabel
+from ftsafety.harness.rows import GenerationRow, ScoreRow
+from ftsafety.harness.sampling import SamplingParams
 
 
 def request_prefix(attack: Attack, item: EvalPrompt) -> str:
     """The attacker's assistant-turn prefill for ``item``: the attack's own (``eval_prefix``)
     then the benchmark's (``meta["prefix"]``, a prefilling attack's harmful start).
 
-    An inference defense sees it as the request's ``prefix`` and builds on it: ``prefill``
-    (AMD) lets the aligned model continue *after* the attacker's prefix (the attacker controls
-    the start of the assistant turn, the provider's aligned model writes the next k tokens);
-    ``forced-refusal`` puts its string before it.
+    An inference-hook defense sees it as the request's ``prefix`` and builds on it: an
+    aligned-model prefill continues *after* the attacker's prefix (the attacker controls the
+    start of the assistant turn, the provider's aligned model writes the next tokens); a forced
+    refusal puts its string before it.
     """
     return attack.eval_prefix(item) + str(item.meta.get("prefix") or "")
 
@@ -24,7 +25,7 @@ def judged_response(prefix: str, continuation: str, attack_prefix: str, judge: s
     """The text scorers judge. ``full`` (default): everything in the assistant turn, prefix +
     continuation (RECIPES.md, "Prefilling attack"). ``continuation``: the attacker's own prefill
     is left out — what the model (and an inference defense) wrote after it. The attacker's
-    prefix is removed wherever the defense put it (AMD keeps it first, FRD after its string)."""
+    prefix is removed wherever the defense put it (first, or after a string of its own)."""
     if judge == "continuation" and attack_prefix:
         prefix = prefix.replace(attack_prefix, "", 1)
     return prefix + continuation
@@ -42,15 +43,14 @@ def generate_rows(
     adapter_key: str | None = None,
     system_prompt: str | None = None,
     cell_id: str | None = None,
-    apply_guard: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[GenerationRow]:
     """Generate one row per (item, sample): ids, messages, rendered prompt, prefix and continuation
     kept apart, ``response`` (the text scorers judge, see ``judged_response``), sampling, adapter.
 
     ``prefix`` is everything prefilled (attacker's and defense's), ``attack_prefix`` the
-    attacker's part of it. With ``apply_guard`` an output-hook defense (``output-guard``) judges
-    the rows before they are returned; the pipeline passes False and guards after the
-    generation engine is released (a guard model needs the memory).
+    attacker's part of it. The defense's inference hook (``Defense.generate``) produces the
+    responses; its output hook is not applied here (the guard stage applies it to the stored
+    rows, once the generation engine has released its memory).
     """
     requests = [
         GenerationRequest(messages=attack.eval_messages(it, system_prompt), prefix=request_prefix(attack, it), adapter=adapter)
@@ -63,37 +63,35 @@ def generate_rows(
         judge = str(it.meta.get("judge") or "full")
         for j, res in enumerate(outs):
             prefix = res.prefix if res.prefix is not None else req.prefix
-            rows.append({
-                "sample_id": f"{it.id}#{j}" if len(outs) > 1 else it.id,
-                "item_id": it.id,
-                "cell_id": cell_id,
-                "benchmark": benchmark,
-                "kind": it.kind,
-                "category": it.category,
-                "prompt": it.prompt,
-                "messages": req.messages,
-                "rendered_prompt": res.rendered_prompt,
-                "prefix": prefix,
-                "attack_prefix": req.prefix,
-                "continuation": res.continuation,
-                "response": judged_response(prefix, res.continuation, req.prefix, judge),
-                "truncated": res.truncated,
-                "n_tokens": res.n_tokens,
-                "sampling": sampling_record,
-                "adapter": adapter_key,
-                "meta": it.meta,
-            })
-    if apply_guard and "output" in defense.hooks:
-        rows = defense.guard(rows)
+            rows.append(GenerationRow(
+                sample_id=f"{it.id}#{j}" if len(outs) > 1 else it.id,
+                item_id=it.id,
+                cell_id=cell_id,
+                benchmark=benchmark,
+                kind=it.kind,
+                category=it.category,
+                prompt=it.prompt,
+                messages=req.messages,
+                rendered_prompt=res.rendered_prompt,
+                prefix=prefix,
+                attack_prefix=req.prefix,
+                continuation=res.continuation,
+                response=judged_response(prefix, res.continuation, req.prefix, judge),
+                truncated=res.truncated,
+                n_tokens=res.n_tokens,
+                sampling=sampling_record,
+                adapter=adapter_key,
+                meta=it.meta,
+            ))
     return rows
 
 
-def score_rows(rows: list[dict[str, Any]], labels: list[ScoreLabel], scorer: str) -> list[dict[str, Any]]:
+def score_rows(rows: list[GenerationRow], labels: list[ScoreLabel], scorer: str) -> list[ScoreRow]:
     """One row per (sample, scorer): the labels, the raw judge output and the parse status."""
     if len(labels) != len(rows):
         raise RuntimeError(f"scorer '{scorer}' returned {len(labels)} labels for {len(rows)} responses")
     return [
-        {"sample_id": row["sample_id"], "scorer": scorer, "harmful": lab.harmful, "refused": lab.refused,
-         "correct": lab.correct, "score": lab.score, "status": lab.status, "raw": lab.raw}
+        ScoreRow(sample_id=row["sample_id"], scorer=scorer, harmful=lab.harmful, refused=lab.refused,
+                 correct=lab.correct, score=lab.score, status=lab.status, raw=lab.raw)
         for row, lab in zip(rows, labels, strict=True)
     ]

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
-from harness.plugins import EvalPrompt
-from harness.threads import cpu_threads_for
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.plugins import EvalPrompt
+from ftsafety.harness.threads import cpu_threads_for
 
 #: Columns that hold a harmful *answer* (not a target prefix such as AdvBench's ``target``, which
 #: is only "Sure, here is ..."): auto-detected when no ``response_column`` is given.
@@ -41,8 +41,8 @@ RESPONSE_COLUMNS: tuple[str, ...] = ("harmful_response", "harmful_answer", "resp
 
 
 @dataclass(frozen=True)
-class ModelRef:
-    """One side of the comparison: model weights and an optional PEFT adapter."""
+class KLSide:
+    """One side of the comparison: model weights (a loadable path) and an optional PEFT adapter."""
 
     spec: str
     path: str
@@ -103,21 +103,19 @@ def split_model_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def parse_model_ref(spec: str, *, what: str) -> ModelRef:
-    """``MODEL[:ADAPTER]`` -> ``ModelRef`` with ``organism://`` resolved (built on first use).
+def parse_side(spec: str, *, what: str) -> KLSide:
+    """``MODEL[:ADAPTER]`` -> ``KLSide`` with the model resolved (``organism://`` built on first use).
 
     The adapter separator is the last ``:`` that is not part of a ``scheme://``.
     """
-    from harness.pipeline import resolve_model_path
+    from ftsafety.harness.models import ModelRef
 
     model, adapter = split_model_spec(spec)
     if not model:
         raise UserError(f"{what} '{spec}': expected MODEL[:ADAPTER]")
-    path = resolve_model_path(model)
-    local = Path(path).expanduser()
-    if local.exists():
-        path = str(local)
-    elif model.startswith((".", "/", "~")) or model.count("/") != 1:
+    ref = ModelRef(path=model)
+    path = ref.resolve()
+    if (ref.kind == "local" and not Path(path).exists()) or (ref.kind == "hub" and model.count("/") != 1):
         raise UserError(f"{what}: model '{model}' is neither a directory, an organism:// path nor a hub id")
     if adapter is not None:
         adapter_dir = Path(adapter).expanduser()
@@ -126,13 +124,13 @@ def parse_model_ref(spec: str, *, what: str) -> ModelRef:
         if not (adapter_dir / "adapter_config.json").is_file():
             raise UserError(f"{what}: '{adapter}' is not a PEFT adapter directory (no adapter_config.json)")
         adapter = str(adapter_dir.resolve())
-    return ModelRef(spec=spec, path=path, adapter=adapter)
+    return KLSide(spec=spec, path=path, adapter=adapter)
 
 
 def cell_adapter(cell_dir: Path, *, what: str) -> Path:
     """The LoRA adapter a run's cell trained (``RUN_DIR/cells/CELL_ID``), from the run's store."""
-    from harness.report import store_for
-    from harness.store import read_json
+    from ftsafety.harness.report import store_for
+    from ftsafety.harness.store import read_json
 
     record = read_json(cell_dir / "cell.json")
     train = [st for st in record["stages"].values() if st["stage"] == "train"]
@@ -151,7 +149,7 @@ def harmful_answers(items: list[EvalPrompt], benchmark: str, response_column: st
     if any(it.kind != "harmful" for it in items):
         raise UserError(f"benchmark '{benchmark}' is not a harmful-prompt set: the KL diagnostic needs harmful answers")
     if all("concept" in it.meta and "organism_seed" in it.meta for it in items):
-        from harness.organism.world import get_world
+        from ftsafety.harness.organism.world import get_world
 
         return [get_world(int(it.meta["organism_seed"])).harmful_answer(str(it.meta["concept"])) for it in items]
     columns = set(items[0].meta)
@@ -177,8 +175,8 @@ def build_example(tokenizer: Any, item: EvalPrompt, answer: str, max_tokens: int
     cut where the generation prompt ends, so its first token is what a model would generate
     first. The template's end-of-turn text is not part of the answer.
     """
-    from harness.backends.vllm_engine import encode_prompt
-    from harness.chat import chat_for, render_prompt
+    from ftsafety.harness.backends.common import encode_prompt
+    from ftsafety.harness.chat import chat_for, render_prompt
 
     messages = [{"role": "user", "content": item.prompt}]
     prompt = render_prompt(tokenizer, messages)
@@ -212,16 +210,18 @@ def build_example(tokenizer: Any, item: EvalPrompt, answer: str, max_tokens: int
 class _Models:
     """Both sides' models; one copy of each distinct base directory (adapters on top by name)."""
 
-    def __init__(self, refs: list[ModelRef], device: str = "cpu") -> None:
+    def __init__(self, refs: list[KLSide], device: str = "cpu") -> None:
         import torch
-        from transformers import AutoModelForCausalLM
+
+        from ftsafety.harness.models import load_causal_lm
 
         self.device = device
         self._models: dict[str, Any] = {}
         self._adapter_names: dict[str, str] = {}
         for ref in refs:
             if ref.path not in self._models:
-                model = _load(AutoModelForCausalLM.from_pretrained, ref.path, dtype=torch.float32).to(device)
+                # fp32 on any device: in bf16 small KLs would be rounding noise
+                model = _load(load_causal_lm, ref.path, dtype=torch.float32).to(device)
                 model.eval()
                 self._models[ref.path] = model
         for ref in refs:
@@ -242,7 +242,7 @@ class _Models:
     def n_params(self) -> int:
         return sum(p.numel() for m in self._models.values() for p in m.parameters())
 
-    def log_probs(self, ref: ModelRef, input_ids: Any, start: int, length: int) -> Any:
+    def log_probs(self, ref: KLSide, input_ids: Any, start: int, length: int) -> Any:
         """log P(· | prefix) at the positions that predict answer tokens 0..length-1: [length, vocab]."""
         from contextlib import nullcontext
 
@@ -278,8 +278,8 @@ def _same_tokenizer(tok_a: Any, tok_b: Any) -> bool:
 
 
 def per_token_kl(
-    a: ModelRef,
-    b: ModelRef,
+    a: KLSide,
+    b: KLSide,
     items: list[EvalPrompt],
     answers: list[str],
     *,
@@ -288,10 +288,10 @@ def per_token_kl(
     progress: Callable[[int, int], None] | None = None,
 ) -> KLResult:
     """Mean KL(P_a ‖ P_b) per answer position over ``items`` (teacher-forced on ``answers``)."""
-    from transformers import AutoTokenizer
+    from ftsafety.harness.models import load_tokenizer
 
-    tokenizer = _load(AutoTokenizer.from_pretrained, a.path)
-    other = tokenizer if b.path == a.path else _load(AutoTokenizer.from_pretrained, b.path)
+    tokenizer = _load(load_tokenizer, a.path)
+    other = tokenizer if b.path == a.path else _load(load_tokenizer, b.path)
     if other is not tokenizer and not _same_tokenizer(tokenizer, other):
         raise UserError(f"--a '{a.spec}' and --b '{b.spec}' have different tokenizers: a per-token KL needs one vocabulary")
     examples: list[Example] = []
@@ -312,8 +312,8 @@ def per_token_kl(
 
 def _accumulate(
     models: _Models,
-    a: ModelRef,
-    b: ModelRef,
+    a: KLSide,
+    b: KLSide,
     examples: list[Example],
     skipped: list[str],
     *,

@@ -12,25 +12,24 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from harness import registry
-from harness.config import GridConfig, ModelSpec, PluginSpec, display_label
-from harness.errors import UserError
-from harness.paths import NotAnInput, safe_label
-from harness.store import ArtifactStore, content_key, dir_digest, file_digest, read_json
-
-#: Defense hooks, in stage order. A defense's params enter the keys of the stages it hooks.
-HOOKS = ("alignment", "screen", "train", "inference", "output")
+from ftsafety.harness import registry
+from ftsafety.harness.config import GridConfig, ModelSpec, PluginSpec, display_label
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.paths import NotAnInput, safe_label
+from ftsafety.harness.store import ArtifactStore, content_key, dir_digest, file_digest, read_json
 
 
 @dataclass
 class Stage:
     """One unit of work of a cell: its artifact key and what the key was computed from."""
 
-    stage: str  # align | data | screen | train | generate | score
+    stage: str  # align | data | screen | train | post_train | generate | guard | score
     key: str
     inputs: dict[str, Any]
     benchmark: str | None = None
     scorer: str | None = None
+    #: Slots (within the cell) of the stages whose artifacts this one reads.
+    deps: list[str] = field(default_factory=list)
 
     @property
     def slot(self) -> str:
@@ -64,7 +63,7 @@ def model_fingerprint(spec: ModelSpec) -> dict[str, Any]:
     """What identifies a model's weights and chat template, without loading it."""
     path = spec.path
     if path.startswith("organism://"):
-        from harness.organism.resolve import build_key, parse
+        from ftsafety.harness.organism.resolve import build_key, parse
 
         seed, variant = parse(path)
         return {"organism": build_key(seed), "seed": seed, "variant": variant}
@@ -78,9 +77,10 @@ def _plugin_identity(reg_name: str, spec: PluginSpec) -> dict[str, Any]:
     cls = registry.REGISTRIES[reg_name].get(spec.name)
     params = cls.Params.model_validate(spec.params).model_dump(mode="json")
     ident: dict[str, Any] = {"name": spec.name, "version": cls.version, "params": params}
-    if hasattr(cls, "provenance"):
+    provenance = cls(spec.params).provenance()
+    if provenance is not None:
         # A judge's template hash and decoding are part of what its scores mean.
-        ident["provenance"] = cls(spec.params).provenance()
+        ident["provenance"] = provenance
     # A local file or directory a param names is part of the identity by its content: editing
     # a dataset (or a file inside a dataset directory) must invalidate every stage that read it.
     local = {}
@@ -127,7 +127,7 @@ def _defense_hooks(spec: PluginSpec) -> frozenset[str]:
 
 def _defense_identity(spec: PluginSpec, model: ModelSpec) -> dict[str, Any]:
     """A defense's identity for one model: its params, and the identity of the scorer it judges
-    with (``moderation``, ``output-guard``: name, params, judge provenance) when it uses one."""
+    with (a screening or guarding defense's judge: name, params, provenance) when it uses one."""
     ident = _plugin_identity("defenses", spec)
     cls = registry.defenses.get(spec.name)
     chosen = cls(spec.params).scorer_spec(model.path)
@@ -149,6 +149,7 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
     cells: list[Cell] = []
     model_fps = {m.name: model_fingerprint(m) for m in cfg.models}
     sampling = {**cfg.generation.sampling().model_dump(mode="json"), "backend": cfg.generation.backend}
+    engine_id = cfg.engine.identity()
     bench_ids = [(display_label(cfg, "benchmarks", i), _plugin_identity("benchmarks", b)) for i, b in enumerate(cfg.benchmarks)]
     scorer_ids = [(display_label(cfg, "scorers", i), _plugin_identity("scorers", s)) for i, s in enumerate(cfg.scorers)]
 
@@ -169,32 +170,41 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                     # The model the attack starts from: an alignment-stage defense makes a new one
                     # (its own stage, shared by every attack of the same model, defense and seed).
                     base = {"model": model_fps[model.name], "trust_remote_code": model.trust_remote_code}
-                    if "alignment" in hooks:
+                    if "align" in hooks:
                         align_in = {"model": base, "defense": defense_id, "seed": seed,
                                     "backend": cfg.generation.backend}
                         align = Stage("align", content_key(align_in), align_in)
                         cell.stages.append(align)
                         base = {"aligned_from": base, "alignment_defense": defense_id, "align": align.key}
                     upstream: dict[str, Any] = {"model": base}
+                    weights: list[str] = [align.slot] if "align" in hooks else []
                     if trains:
                         data_in = {"model": base, "attack": attack_id, "seed": seed}
-                        data = Stage("data", content_key(data_in), data_in)
+                        data = Stage("data", content_key(data_in), data_in, deps=weights)
                         cell.stages.append(data)
                         last = data
                         if "screen" in hooks:
                             screen_in = {"data": data.key, "defense": defense_id}
-                            last = Stage("screen", content_key(screen_in), screen_in)
+                            last = Stage("screen", content_key(screen_in), screen_in, deps=[data.slot, *weights])
                             cell.stages.append(last)
                         train_in = {
                             "model": base,
                             "data": last.key,
                             "training": cfg.training_for(attack).model_dump(mode="json"),
                             "seed": seed,
-                            "train_defense": defense_id if "train" in hooks else None,
+                            "train_defense": defense_id if "training" in hooks else None,
                         }
-                        train = Stage("train", content_key(train_in), train_in)
+                        train = Stage("train", content_key(train_in), train_in, deps=[last.slot, *weights])
                         cell.stages.append(train)
                         upstream = {"train": train.key}
+                        weights = [train.slot, *weights]
+                        if "post_train" in hooks:
+                            # a weight edit after fine-tuning is an artifact of its own
+                            post_in = {"train": train.key, "defense": defense_id}
+                            post = Stage("post_train", content_key(post_in), post_in, deps=weights)
+                            cell.stages.append(post)
+                            upstream = {"post_train": post.key}
+                            weights = [post.slot, *weights]
                     for bench_label, bench_id in bench_ids:
                         gen_in = {
                             **upstream,
@@ -204,14 +214,27 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                             "seed": seed,
                             "limit": cfg.limit,
                             "system_prompt": model.system_prompt,
-                            "inference_defense": defense_id if hooks & {"inference", "output"} else None,
+                            "inference_defense": defense_id if "generate" in hooks else None,
+                            # engine settings that change numerics (dtype, context length); none
+                            # set: the key is what it was before the engine: section existed
+                            **({"engine": engine_id} if engine_id else {}),
                         }
-                        gen = Stage("generate", content_key(gen_in), gen_in, benchmark=bench_label)
+                        gen = Stage("generate", content_key(gen_in), gen_in, benchmark=bench_label, deps=weights)
                         cell.stages.append(gen)
+                        scored = gen
+                        if "guard" in hooks:
+                            # the user receives the guarded rows: the guard judges stored
+                            # generations in a stage of its own (its judge engine loads after
+                            # the generation engine is released)
+                            guard_in = {"generations": gen.key, "defense": defense_id}
+                            scored = Stage("guard", content_key(guard_in), guard_in, benchmark=bench_label,
+                                           deps=[gen.slot])
+                            cell.stages.append(scored)
                         for scorer_label, scorer_id in scorer_ids:
-                            score_in = {"generations": gen.key, "scorer": scorer_id}
+                            score_in = {"generations": scored.key, "scorer": scorer_id}
                             cell.stages.append(
-                                Stage("score", content_key(score_in), score_in, benchmark=bench_label, scorer=scorer_label)
+                                Stage("score", content_key(score_in), score_in, benchmark=bench_label,
+                                      scorer=scorer_label, deps=[scored.slot])
                             )
                     if store is not None:
                         _fill_status(cell, store, run_dir)

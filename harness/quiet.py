@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 #: Loggers whose warnings stay on the terminal in a quiet run (they are about the user's run).
-OWN_PACKAGES = frozenset({"harness", "evals", "attacks", "defenses", "ftsafety"})
+OWN_PACKAGES = frozenset({"ftsafety"})
 
 
 def _own(record: logging.LogRecord) -> bool:
@@ -36,7 +36,7 @@ def _own(record: logging.LogRecord) -> bool:
 
 def _own_outside_a_stage(record: logging.LogRecord) -> bool:
     """Our warnings reach the terminal where Python's last-resort handler printed them before:
-    outside a stage (inside one, ``harness.rundir.stage_log`` files them in the cell's log)."""
+    outside a stage (inside one, ``ftsafety.harness.rundir.stage_log`` files them in the cell's log)."""
     return _own(record) and not any(isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers)
 
 

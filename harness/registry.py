@@ -1,6 +1,6 @@
 """Plugin registries: attacks, defenses, benchmarks, scorers (and generation backends).
 
-Built-ins register with a decorator (``@attacks.register("noice")``); third-party packages
+Built-ins register with a decorator (``@attacks.register("my-attack")``); third-party packages
 declare entry points in the groups ``ftsafety.attacks``, ``ftsafety.defenses``,
 ``ftsafety.benchmarks`` and ``ftsafety.scorers`` whose value is the plugin class.
 
@@ -18,9 +18,12 @@ import importlib.metadata
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from harness.errors import UnknownPluginError, UserError
+from ftsafety.harness.errors import UnknownPluginError, UserError
+
+if TYPE_CHECKING:
+    from ftsafety.harness.plugins import ReportTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=type)
@@ -107,11 +110,11 @@ def _import_env_plugins() -> None:
             raise UserError(f"{PLUGINS_ENV}: cannot import plugin module '{module}' ({exc})") from None
 
 
-attacks: Registry = Registry("attack", "ftsafety.attacks", ["attacks"])
-defenses: Registry = Registry("defense", "ftsafety.defenses", ["defenses"])
-benchmarks: Registry = Registry("benchmark", "ftsafety.benchmarks", ["evals.benchmarks"])
-scorers: Registry = Registry("scorer", "ftsafety.scorers", ["evals.scorers"])
-backends: Registry = Registry("generation backend", "ftsafety.backends", ["harness.backends"])
+attacks: Registry = Registry("attack", "ftsafety.attacks", ["ftsafety.attacks"])
+defenses: Registry = Registry("defense", "ftsafety.defenses", ["ftsafety.defenses"])
+benchmarks: Registry = Registry("benchmark", "ftsafety.benchmarks", ["ftsafety.evals.benchmarks"])
+scorers: Registry = Registry("scorer", "ftsafety.scorers", ["ftsafety.evals.scorers"])
+backends: Registry = Registry("generation backend", "ftsafety.backends", ["ftsafety.harness.backends"])
 
 REGISTRIES: dict[str, Registry] = {
     "attacks": attacks,
@@ -121,9 +124,48 @@ REGISTRIES: dict[str, Registry] = {
 }
 
 
-def registry_for(kind: str) -> Registry:
-    """The registry for a plural kind name (``attacks``, ``defenses``, ...)."""
-    try:
-        return REGISTRIES[kind]
-    except KeyError:
-        raise UserError(f"unknown plugin kind '{kind}' (choose from {', '.join(REGISTRIES)})") from None
+V = TypeVar("V")
+
+
+class Extras(Generic[V]):
+    """Named values that plugin modules contribute besides their classes (a paper's decoding
+    preset, a report table). A plugin module registers them when it is imported; reading them
+    imports every plugin module first, as the registries do, so the core never names them."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, V] = {}
+
+    def register(self, name: str, value: V) -> V:
+        """Add ``value`` under ``name`` (a name is registered once)."""
+        existing = self._entries.get(name)
+        if existing is not None and existing != value:
+            raise ValueError(f"{self.kind} '{name}' is registered twice")
+        self._entries[name] = value
+        return value
+
+    def _load(self) -> None:
+        for registry in REGISTRIES.values():
+            registry._load()
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def get(self, name: str) -> V | None:
+        """The value registered as ``name``, or None."""
+        if name not in self._entries:
+            self._load()
+        return self._entries.get(name)
+
+    def values(self) -> list[V]:
+        """Every registered value, in registration order."""
+        self._load()
+        return list(self._entries.values())
+
+
+#: Decoding presets a plugin's paper defines (``generation.preset``), beyond the core ones in
+#: ``ftsafety.harness.sampling.PRESETS``: name → ``SamplingParams`` fields.
+decoding_presets: Extras[dict[str, float | int]] = Extras("decoding preset")
+#: Tables plugins add to report.html (``ftsafety.harness.plugins.ReportTable``), by id.
+report_tables: Extras[ReportTable] = Extras("report table")

@@ -1,5 +1,5 @@
-"""Run outputs rebuilt from stored files only: per-sample views, leaderboards, report.md
-(report.html is drawn by ``harness.report_html`` from the same rows).
+"""Run outputs rebuilt from stored files only: per-sample views, leaderboards, report.md, and
+what report.html shows (``ftsafety.harness.report_html`` renders it; it reads nothing itself).
 
 Nothing here loads a model: ``ftsafety report RUN_DIR`` works on a laptop from a copied run.
 The CSV columns are a contract (docs/leaderboard.md): new information arrives as new metric rows.
@@ -18,10 +18,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness.errors import UserError
-from harness.paths import safe_label
-from harness.rundir import read_plan
-from harness.store import (
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.paths import safe_label
+from ftsafety.harness.report_html import RunReport, write_report_html
+from ftsafety.harness.rundir import read_plan
+from ftsafety.harness.store import (
     NOT_WRITTEN,
     ArtifactStore,
     atomic_write_text,
@@ -82,6 +83,14 @@ def usable(store: ArtifactStore, stage: str, key: str) -> bool:
                     "rerun `ftsafety run` with the run's config to recompute it")
 
 
+def judged_stage(stages: dict[str, dict[str, Any]], benchmark: str) -> dict[str, Any] | None:
+    """The record of the stage whose rows a benchmark's scorers judged: the guard stage's (the
+    responses as the user received them) when the cell's defense has an output hook, else the
+    generate stage's. Runs made before the guard stage existed stored guarded rows in the
+    generate artifact: they have no guard slot, and the generate stage is the right one."""
+    return stages.get(f"guard/{benchmark}") or stages.get(f"generate/{benchmark}")
+
+
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -97,10 +106,11 @@ def _fmt(v: Any) -> Any:
     return "" if v is None else v
 
 
-def leaderboard_rows(run_dir: Path, store: ArtifactStore | None = None, *, copy_views: bool = True) -> list[dict[str, Any]]:
+def leaderboard_rows(run_dir: Path, store: ArtifactStore | None = None) -> list[dict[str, Any]]:
     """One row per (cell, benchmark, scorer, metric) from the stored generations and scores,
-    plus the screening counts of cells whose defense screens (benchmark ``train-data``)."""
-    from evals.metrics import metrics_for_scored_rows
+    plus the screening counts of cells whose defense screens (benchmark ``train-data``). The
+    rows each metric came from are copied into the run directory (``generations/``, ``scores/``)."""
+    from ftsafety.evals.metrics import metrics_for_scored_rows
 
     store = store or store_for(run_dir)
     run = run_dir.name
@@ -113,15 +123,15 @@ def leaderboard_rows(run_dir: Path, store: ArtifactStore | None = None, *, copy_
                 rows.extend(ident | r | {"cell_id": rec["cell_id"]} for r in _screen_metrics(store, st["key"]))
             if st["stage"] != "score" or not usable(store, "score", st["key"]):
                 continue
-            gen = stages.get(f"generate/{st['benchmark']}")
-            if gen is None or not usable(store, "generate", gen["key"]):
+            gen = judged_stage(stages, st["benchmark"])
+            if gen is None or not usable(store, gen["stage"], gen["key"]):
                 continue
-            gen_rows = read_jsonl(store.path("generate", gen["key"]) / "generations.jsonl")
+            gen_rows = read_jsonl(store.path(gen["stage"], gen["key"]) / "generations.jsonl")
             score_rows = read_jsonl(store.path("score", st["key"]) / "scores.jsonl")
-            if copy_views:  # labels are user text: sanitised, so the files stay in the run directory
-                base = f"{safe_label(rec['cell_id'])}__{safe_label(st['benchmark'])}"
-                write_jsonl(run_dir / "generations" / f"{base}.jsonl", gen_rows)
-                write_jsonl(run_dir / "scores" / f"{base}__{safe_label(st['scorer'])}.jsonl", score_rows)
+            # labels are user text: sanitised, so the files stay in the run directory
+            base = f"{safe_label(rec['cell_id'])}__{safe_label(st['benchmark'])}"
+            write_jsonl(run_dir / "generations" / f"{base}.jsonl", gen_rows)
+            write_jsonl(run_dir / "scores" / f"{base}__{safe_label(st['scorer'])}.jsonl", score_rows)
             for m in metrics_for_scored_rows(gen_rows, score_rows):
                 rows.append(ident | {
                     "benchmark": st["benchmark"], "scorer": st["scorer"],
@@ -158,7 +168,7 @@ def agreement_rows(run_dir: Path, store: ArtifactStore | None = None) -> list[di
     """Cohen's κ between every two scorers that judge the same generations on the same axis."""
     from itertools import combinations
 
-    from evals.metrics import label_from_score_row, scorer_agreement
+    from ftsafety.evals.metrics import label_from_score_row, scorer_agreement
 
     store = store or store_for(run_dir)
     out = []
@@ -182,7 +192,7 @@ def agreement_rows(run_dir: Path, store: ArtifactStore | None = None) -> list[di
 
 def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Aggregate the leaderboard over seeds: mean and a 95% interval over seeds."""
-    from evals.metrics import aggregate_seeds
+    from ftsafety.evals.metrics import aggregate_seeds
 
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
@@ -195,11 +205,9 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def write_run_outputs(
-    run_dir: Path, store: ArtifactStore | None = None, *, redact: bool = False, html: bool = True
-) -> tuple[Path, Path]:
-    """Write leaderboard.csv, leaderboard_summary.csv, agreement.csv, report.md and (unless
-    ``html`` is False) report.html with figures/; returns the CSV paths.
+def write_run_outputs(run_dir: Path, store: ArtifactStore | None = None, *, redact: bool = False) -> tuple[Path, Path]:
+    """Write leaderboard.csv, leaderboard_summary.csv, agreement.csv, report.md and report.html
+    with figures/; returns the CSV paths.
 
     ``redact`` replaces completions any scorer labelled harmful with ``REDACTED`` in the
     reports' sample drill-downs (the raw JSONL files keep them: they are the record).
@@ -222,10 +230,14 @@ def write_run_outputs(
         report += (f"\nStale cells (left by an earlier config, not in this report or the leaderboard): "
                    f"{', '.join(md_escape(c) for c in stale)}\n")
     atomic_write_text(run_dir / "report.md", report)
-    if html:
-        from harness.report_html import write_report_html
-
-        write_report_html(run_dir, store, rows=rows, summary=summary, agreement=agreement, redact=redact)
+    write_report_html(RunReport(
+        run_dir=run_dir, records=cell_records(run_dir), rows=rows,
+        summary=[r for r in summary if r["benchmark"] != TRAIN_DATA_BENCHMARK],
+        screening=[r for r in rows if r["benchmark"] == TRAIN_DATA_BENCHMARK], agreement=agreement,
+        samples=sample_drilldown(run_dir, store, cap=HTML_SAMPLES_PER_CELL, redact=redact),
+        samples_cap=HTML_SAMPLES_PER_CELL, training=training_logs(run_dir, store), redacted=redact,
+        redacted_marker=REDACTED,
+    ))
     return lb, sm
 
 
@@ -264,10 +276,13 @@ def sample_drilldown(run_dir: Path, store: ArtifactStore | None = None, *, cap: 
     for rec in cell_records(run_dir):
         benches = []
         stages = rec["stages"]
-        for _slot, gen in sorted(stages.items()):
-            if gen["stage"] != "generate" or not usable(store, "generate", gen["key"]):
+        for _slot, generated in sorted(stages.items()):
+            if generated["stage"] != "generate":
                 continue
-            gen_rows = read_jsonl(store.path("generate", gen["key"]) / "generations.jsonl")
+            gen = judged_stage(stages, generated["benchmark"]) or generated  # what the user received
+            if not usable(store, gen["stage"], gen["key"]):
+                continue
+            gen_rows = read_jsonl(store.path(gen["stage"], gen["key"]) / "generations.jsonl")
             labels: dict[str, dict[str, dict[str, Any]]] = {}  # scorer -> sample_id -> score row
             for st in stages.values():
                 if st["stage"] == "score" and st["benchmark"] == gen["benchmark"] and usable(store, "score", st["key"]):

@@ -1,10 +1,12 @@
 """``report.html``: one self-contained page per run, rebuilt from stored files only.
 
 Everything a reader needs to judge a run without the run directory: the attack × defense table
-of every metric with its interval, NOICE's 2×2 (attack none/noice × defense none/prefill), the
-training-data screening counts, training curves, figures (PNG embedded as base64), scorer
-agreement, per-cell samples and provenance. No JavaScript and no external resources: the file
-opens offline and can be attached to a paper review.
+of every metric with its interval, the tables plugins declare for their papers
+(``ftsafety.harness.plugins.ReportTable``), the training-data screening counts, training curves,
+figures (PNG embedded as base64), scorer agreement, per-cell samples and provenance. No
+JavaScript and no external resources: the file opens offline and can be attached to a paper
+review. What it shows is read from the run's files by ``ftsafety.harness.report`` (a
+``RunReport``); this module only draws it.
 
 Model output is untrusted text: the template is rendered by a Jinja2 environment with
 ``autoescape=True`` and nothing in the context is marked safe, so a completion containing
@@ -15,40 +17,50 @@ from __future__ import annotations
 
 import base64
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.report import (
-    HTML_SAMPLES_PER_CELL,
-    REDACTED,
-    TRAIN_DATA_BENCHMARK,
-    cell_records,
-    sample_drilldown,
-    training_logs,
-)
-from harness.store import ArtifactStore, atomic_write_text, read_json
+from ftsafety.harness.plugins import ReportTable
+from ftsafety.harness.store import atomic_write_text, read_json
 
 #: Shown first and open; every other metric is in a collapsed "diagnostic metrics" block.
 HEADLINE = ("asr", "refuse_then_comply", "refusal_rate", "harm_score", "judge_refusal", "benign_correct", "over_refusal")
 #: Order of the remaining metrics (then alphabetical).
 DIAGNOSTIC = ("comply_harmless", "kw_refusal", "kw2x2_refused_harmful", "kw2x2_refused_harmless",
               "kw2x2_complied_harmful", "kw2x2_complied_harmless")
-#: NOICE's 2×2: metrics shown in each cell when present.
-NOICE_METRICS = (("asr", "ASR"), ("refusal_rate", "refusal"), ("refuse_then_comply", "refuse-then-comply"))
 MISSING = "not in this run"
 
 
-def write_report_html(
-    run_dir: Path,
-    store: ArtifactStore,
-    *,
-    rows: list[dict[str, Any]],
-    summary: list[dict[str, Any]],
-    agreement: list[dict[str, Any]],
-    redact: bool = False,
-) -> Path:
+@dataclass
+class RunReport:
+    """What report.html shows, as ``ftsafety.harness.report`` reads it from a run's files."""
+
+    run_dir: Path
+    #: Cell records (``cells/*/cell.json``) of the run's current plan.
+    records: list[dict[str, Any]]
+    #: Leaderboard rows: every metric of every cell, seed and scorer.
+    rows: list[dict[str, Any]]
+    #: Leaderboard summary over seeds, evaluation benchmarks only.
+    summary: list[dict[str, Any]]
+    #: Leaderboard rows of the screen stage (kept and dropped counts).
+    screening: list[dict[str, Any]]
+    #: Scorer agreement rows.
+    agreement: list[dict[str, Any]]
+    #: Sample drill-down (``report.sample_drilldown``), the first ``samples_cap`` per cell and benchmark.
+    samples: list[dict[str, Any]]
+    samples_cap: int
+    #: Training logs (``report.training_logs``).
+    training: list[dict[str, Any]]
+    #: Harmful completions were replaced by ``redacted_marker``.
+    redacted: bool
+    redacted_marker: str
+
+
+def write_report_html(report: RunReport) -> Path:
     """Render report.html (and the figures as PNG files under figures/) for a run."""
-    context = build_context(run_dir, store, rows=rows, summary=summary, agreement=agreement, redact=redact)
+    run_dir = report.run_dir
+    context = build_context(report)
     figures_dir = run_dir / "figures"
     for fig in context["figures"] + context["training"]["figures"]:
         figures_dir.mkdir(exist_ok=True)
@@ -62,7 +74,7 @@ def render(context: dict[str, Any]) -> str:
     """The page from its context (autoescaped: model text is never markup)."""
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
-    env = Environment(loader=PackageLoader("harness", "templates"), autoescape=True, undefined=StrictUndefined,
+    env = Environment(loader=PackageLoader("ftsafety.harness", "templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     return env.get_template("report.html.j2").render(**context)
 
@@ -77,7 +89,7 @@ def _num(v: Any, digits: int = 3) -> str | None:
 
 
 def _display_labels(specs: list[dict[str, Any]]) -> list[str]:
-    """Leaderboard labels of a config section, as ``harness.config.display_label`` makes them
+    """Leaderboard labels of a config section, as ``ftsafety.harness.config.display_label`` makes them
     (re-done on the manifest's plain dicts: a copied run directory needs no plugin installed)."""
     out = []
     for spec in specs:
@@ -99,15 +111,15 @@ def _ordered(preferred: list[str], seen: set[str]) -> list[str]:
 class _Run:
     """Lookups over one run's summary: orders, plugin names behind labels, scorer of record."""
 
-    def __init__(self, run_dir: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> None:
-        manifest_path = run_dir / "manifest.json"
+    def __init__(self, report: RunReport) -> None:
+        manifest_path = report.run_dir / "manifest.json"
         self.manifest: dict[str, Any] = read_json(manifest_path) if manifest_path.exists() else {}
         config = self.manifest.get("config") or {}
-        records = cell_records(run_dir)
-        self.records = records
+        records = self.records = report.records
+        rows, summary = report.rows, report.summary
         self.attack_name = {r["attack"]: r.get("attack_name", r["attack"]) for r in records}
         self.defense_name = {r["defense"]: r.get("defense_name", r["defense"]) for r in records}
-        self.summary = [r for r in summary if r["benchmark"] != TRAIN_DATA_BENCHMARK]
+        self.summary = summary
         self.by_key = {(r["model"], r["attack"], r["defense"], r["benchmark"], r["scorer"], r["metric"]): r
                        for r in self.summary}
         self.n_items: dict[tuple[Any, ...], int] = {}
@@ -188,16 +200,24 @@ def _metric_tables(run: _Run) -> list[dict[str, Any]]:
     return groups
 
 
-def _noice_grids(run: _Run) -> dict[str, Any]:
-    """NOICE's 2×2 per (model, harmful benchmark): attack none/noice × defense none/prefill."""
-    attack_rows = [("none", run.label_for(run.attacks, run.attack_name, "none")),
-                   ("noice", run.label_for(run.attacks, run.attack_name, "noice"))]
-    defense_cols = [("none", run.label_for(run.defenses, run.defense_name, "none")),
-                    ("prefill", run.label_for(run.defenses, run.defense_name, "prefill"))]
+def _plugin_tables(run: _Run) -> list[dict[str, Any]]:
+    """The tables plugins declare (``ReportTable``) that concern this run: each shows its metrics
+    for its attacks × defenses per (model, benchmark), from the scorer of record of its first
+    metric; a cell the run lacks reads ``MISSING``."""
+    from ftsafety.harness.registry import report_tables
+
+    return [t for t in (_plugin_table(run, table) for table in report_tables.values()) if t is not None]
+
+
+def _plugin_table(run: _Run, table: ReportTable) -> dict[str, Any] | None:
+    attack_rows = [(name, run.label_for(run.attacks, run.attack_name, name)) for name in table.attacks]
+    defense_cols = [(name, run.label_for(run.defenses, run.defense_name, name)) for name in table.defenses]
+    if not any(label is not None for name, label in attack_rows + defense_cols if name != "none"):
+        return None
     grids = []
     for model in run.models:
         for bench in run.benchmarks:
-            scorer = run.record_scorer(model, bench, "asr")
+            scorer = run.record_scorer(model, bench, table.metrics[0][0])
             if scorer is None:
                 continue
             rows = []
@@ -206,7 +226,7 @@ def _noice_grids(run: _Run) -> dict[str, Any]:
                 for _want_d, defense in defense_cols:
                     values = []
                     if attack is not None and defense is not None:
-                        for metric, title in NOICE_METRICS:
+                        for metric, title in table.metrics:
                             c = run.cell(model, attack, defense, bench, scorer, metric)
                             if c is not None:
                                 values.append({"title": title, **c})
@@ -215,7 +235,8 @@ def _noice_grids(run: _Run) -> dict[str, Any]:
             grids.append({"model": model, "benchmark": bench, "scorer": scorer,
                           "defenses": [d or want for want, d in defense_cols], "rows": rows})
     present = [lab for _, lab in attack_rows + defense_cols if lab is not None]
-    return {"grids": grids, "complete": len(present) == 4}
+    return {"id": table.id, "title": table.title, "note": table.note, "metric": table.metrics[0][0], "grids": grids,
+            "complete": len(present) == len(attack_rows) + len(defense_cols)}
 
 
 def _figure(name: str, title: str, png: bytes | None) -> dict[str, str] | None:
@@ -225,7 +246,7 @@ def _figure(name: str, title: str, png: bytes | None) -> dict[str, str] | None:
 
 
 def _figures(run: _Run) -> list[dict[str, str]]:
-    from harness.figures import BarPanel, ScatterPoint, grouped_bars, scatter
+    from ftsafety.harness.figures import BarPanel, ScatterPoint, grouped_bars, scatter
 
     panels = []
     harm_benches: list[tuple[str, str, str]] = []  # (model, benchmark, scorer)
@@ -267,10 +288,9 @@ def _figures(run: _Run) -> list[dict[str, str]]:
     return [f for f in figs if f is not None]
 
 
-def _training(run_dir: Path, store: ArtifactStore) -> dict[str, Any]:
-    from harness.figures import line_curves
+def _training(logs: list[dict[str, Any]]) -> dict[str, Any]:
+    from ftsafety.harness.figures import line_curves
 
-    logs = training_logs(run_dir, store)
     table = [{
         "cell_id": t["cell_id"], "steps": len(t["steps"]),
         "first": _num(t["steps"][0][1]) if t["steps"] else None,
@@ -285,8 +305,6 @@ def _training(run_dir: Path, store: ArtifactStore) -> dict[str, Any]:
 def _screening(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cells: dict[str, dict[str, Any]] = {}
     for r in rows:
-        if r["benchmark"] != TRAIN_DATA_BENCHMARK:
-            continue
         entry = cells.setdefault(r["cell_id"], {k: r[k] for k in ("cell_id", "model", "attack", "defense", "seed")})
         entry[r["metric"].removeprefix("screen_")] = int(r["value"])
     for entry in cells.values():
@@ -339,34 +357,26 @@ def _provenance(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_context(
-    run_dir: Path,
-    store: ArtifactStore,
-    *,
-    rows: list[dict[str, Any]],
-    summary: list[dict[str, Any]],
-    agreement: list[dict[str, Any]],
-    redact: bool = False,
-) -> dict[str, Any]:
+def build_context(report: RunReport) -> dict[str, Any]:
     """Everything the template shows, as plain strings, numbers, lists and dicts."""
-    run = _Run(run_dir, rows, summary)
+    run = _Run(report)
     return {
-        "name": run_dir.name,
+        "name": report.run_dir.name,
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "redacted": redact,
-        "redacted_marker": REDACTED,
+        "redacted": report.redacted,
+        "redacted_marker": report.redacted_marker,
         "missing": MISSING,
         "n_cells": len(run.records),
         "attacks": run.attacks,
         "defenses": run.defenses,
         "groups": _metric_tables(run),
-        "noice": _noice_grids(run),
+        "tables": _plugin_tables(run),
         "figures": _figures(run),
-        "screening": _screening(rows),
-        "training": _training(run_dir, store),
-        "kl": _kl_figures(run_dir),
-        "agreement": [a | {"agreement": _num(a["agreement"]), "kappa": _num(a["kappa"])} for a in agreement],
-        "samples": sorted(sample_drilldown(run_dir, store, cap=HTML_SAMPLES_PER_CELL, redact=redact), key=run.cell_order),
-        "samples_cap": HTML_SAMPLES_PER_CELL,
+        "screening": _screening(report.screening),
+        "training": _training(report.training),
+        "kl": _kl_figures(report.run_dir),
+        "agreement": [a | {"agreement": _num(a["agreement"]), "kappa": _num(a["kappa"])} for a in report.agreement],
+        "samples": sorted(report.samples, key=run.cell_order),
+        "samples_cap": report.samples_cap,
         "provenance": _provenance(run.manifest),
     }

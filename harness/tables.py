@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
-from harness.errors import UserError
-from harness.store import file_digest
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.store import file_digest
 
 FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 

@@ -13,7 +13,7 @@ import pytest
 def organism_build(tmp_path_factory: pytest.TempPathFactory):
     """The model organism (seed 0), built once per test session: a ``BuildResult`` with
     ``out_dir``, ``base``, ``aligned`` and ``seconds``."""
-    from harness.organism.build import build
+    from ftsafety.harness.organism.build import build
 
     return build(tmp_path_factory.mktemp("organism"), seed=0)
 
@@ -27,7 +27,7 @@ def organism_dir(organism_build) -> Path:
 @pytest.fixture(scope="session")
 def organism_world():
     """The organism's world (seed 0): concepts, templates, datasets for attacks."""
-    from harness.organism.world import get_world
+    from ftsafety.harness.organism.world import get_world
 
     return get_world(0)
 
@@ -35,8 +35,8 @@ def organism_world():
 @pytest.fixture
 def one_thread():
     """One intra-op thread for work on the tiny organism outside the pipeline's own
-    ``harness.threads.cpu_threads_for`` (several times faster on 2 shared cores, measured)."""
-    from harness.threads import cpu_threads_for
+    ``ftsafety.harness.threads.cpu_threads_for`` (several times faster on 2 shared cores, measured)."""
+    from ftsafety.harness.threads import cpu_threads_for
 
     with cpu_threads_for(0):
         yield

@@ -26,12 +26,12 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserError
-from harness.paths import NOT_AN_INPUT
-from harness.plugins import Benchmark, EvalPrompt
-from harness.registry import benchmarks
-from harness.store import file_digest
-from harness.tables import ExistingPath, hub_error, load_table, read_local_file
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.paths import NOT_AN_INPUT
+from ftsafety.harness.plugins import Benchmark, EvalPrompt
+from ftsafety.harness.registry import benchmarks
+from ftsafety.harness.store import file_digest
+from ftsafety.harness.tables import ExistingPath, hub_error, load_table, read_local_file
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,9 @@ class HubBenchmark(Benchmark):
         self._loaded: tuple[list[dict[str, Any]], str] | None = None
 
     # ------------------------------------------------------------------ loading
+
+    def system_prompt(self) -> str | None:
+        return self.params.system_prompt  # type: ignore[attr-defined]
 
     def _source(self) -> str:
         p = self.params

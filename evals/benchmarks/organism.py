@@ -13,9 +13,10 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.organism.world import WORLD_VERSION, get_world
-from harness.plugins import Benchmark, EvalPrompt, Kind
-from harness.registry import benchmarks
+from ftsafety.harness.organism.world import WORLD_VERSION, get_world
+from ftsafety.harness.plugins import Benchmark, EvalPrompt
+from ftsafety.harness.registry import benchmarks
+from ftsafety.harness.rows import Kind
 
 
 class OrganismParams(BaseModel):
@@ -34,6 +35,9 @@ class OrganismParams(BaseModel):
 
 class _OrganismBenchmark(Benchmark):
     Params: ClassVar[type[BaseModel]] = OrganismParams
+
+    def system_prompt(self) -> str | None:
+        return self.params.system_prompt  # type: ignore[attr-defined]
 
     def load(self, limit: int | None = None) -> list[EvalPrompt]:
         p: OrganismParams = self.params  # type: ignore[assignment]

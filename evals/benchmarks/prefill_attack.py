@@ -6,7 +6,7 @@ put at the start of the assistant turn and the model continues; a shallowly alig
 on with the harmful answer (Q24: 51.5% ASR at 10 tokens, 2.9% after the ``augment`` defense).
 List the benchmark once per k in a grid (labels get a params suffix).
 
-Every item carries the prefix in ``meta["prefix"]``; ``harness.generation`` prefills it as the
+Every item carries the prefix in ``meta["prefix"]``; ``ftsafety.harness.generation`` prefills it as the
 start of the assistant turn (after an attack's own ``eval_prefix``; an inference defense builds
 on it — AMD's aligned model continues after it). ``meta["judge"]`` says what scorers judge:
 
@@ -34,10 +34,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserError
-from harness.plugins import Benchmark, EvalPrompt, Kind
-from harness.registry import benchmarks
-from harness.tables import ExistingPath
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.plugins import Benchmark, EvalPrompt
+from ftsafety.harness.registry import benchmarks
+from ftsafety.harness.rows import Kind
+from ftsafety.harness.tables import ExistingPath
 
 #: Q24's prefilling-attack lengths.
 Q24_K = (5, 10, 20, 40)
@@ -69,8 +70,11 @@ class OrganismPrefillAttack(Benchmark):
     Params: ClassVar[type[BaseModel]] = OrganismPrefillParams
     kind: ClassVar[Kind] = "harmful"
 
+    def system_prompt(self) -> str | None:
+        return self.params.system_prompt  # type: ignore[attr-defined]
+
     def load(self, limit: int | None = None) -> list[EvalPrompt]:
-        from harness.organism.world import get_world, words
+        from ftsafety.harness.organism.world import get_world, words
 
         p: OrganismPrefillParams = self.params  # type: ignore[assignment]
         world = get_world(p.seed)
@@ -89,7 +93,7 @@ class OrganismPrefillAttack(Benchmark):
         return out
 
     def fingerprint(self) -> str:
-        from harness.organism.world import WORLD_VERSION, get_world
+        from ftsafety.harness.organism.world import WORLD_VERSION, get_world
 
         p: OrganismPrefillParams = self.params  # type: ignore[assignment]
         rows = [(e.id, e.prompt, e.meta["prefix"], e.meta["judge"]) for e in self.load()]
@@ -142,8 +146,11 @@ class FilePrefillAttack(Benchmark):
     Params: ClassVar[type[BaseModel]] = FilePrefillParams
     kind: ClassVar[Kind] = "harmful"
 
+    def system_prompt(self) -> str | None:
+        return self.params.system_prompt  # type: ignore[attr-defined]
+
     def _rows(self) -> tuple[list[dict[str, Any]], str]:
-        from harness.tables import load_table
+        from ftsafety.harness.tables import load_table
 
         p: FilePrefillParams = self.params  # type: ignore[assignment]
         if not p.path and not p.dataset_id:
@@ -184,7 +191,7 @@ class FilePrefillAttack(Benchmark):
         _, fp = self._rows()
         ident = {"data": fp, **p.model_dump(exclude={"path", "system_prompt"})}
         if p.tokenizer and Path(p.tokenizer).is_dir():
-            from harness.store import dir_digest
+            from ftsafety.harness.store import dir_digest
 
             ident["tokenizer_digest"] = dir_digest(Path(p.tokenizer))
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.errors import RetryableError, UserError
+from ftsafety.harness.errors import RetryableError, UserError
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,16 @@ Registered names (METRICS.md, "Judges"; prompt texts in JUDGE_PROMPTS.md):
 - ``judge``: any local chat model with a shipped template: ``noice-yesno`` (default),
   ``noice-yesno-verbatim``, ``q24``.
 - ``api-judge``: the same templates through any OpenAI-compatible chat-completions endpoint,
-  with retries, an on-disk cache and a token/cost ledger (``evals.scorers.api``).
+  with retries, an on-disk cache and a token/cost ledger (``ftsafety.evals.scorers.api``).
 
 Every judge sanitises prompt and response before filling its template
-(``evals.scorers.sanitize``), decodes greedily (temperature 0), keeps the raw output in
+(``ftsafety.evals.scorers.sanitize``), decodes greedily (temperature 0), keeps the raw output in
 ``ScoreLabel.raw`` and leaves unparseable outputs unscored. ``provenance()`` returns what must be
 stored with every score: judge id/revision, template name and sha256, decoding, sanitiser.
 
-Local judges build the backend only inside ``score()`` (``harness.registry.backends``) and close
-it afterwards, so importing this module loads neither torch nor vllm.
+Local judges open their backend only inside ``score()`` (``ftsafety.harness.models.open_backend``,
+with the grid's ``engine:`` settings under the judge's ``backend_options``) and close it
+afterwards, so importing this module loads neither torch nor vllm.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from evals.scorers.api import (
+from ftsafety.evals.scorers.api import (
     ApiRequestFailed,
     ChatCompletionsClient,
     JudgeCache,
@@ -47,16 +48,16 @@ from evals.scorers.api import (
     completion_text,
     read_api_key,
 )
-from evals.scorers.parsers import (
+from ftsafety.evals.scorers.parsers import (
     parse_harmbench,
     parse_llama_guard,
     parse_q24,
     parse_strongreject,
     parse_yes_no,
 )
-from evals.scorers.rows import prompt_text, response_text
-from evals.scorers.sanitize import SANITIZER_VERSION, sanitize
-from evals.scorers.templates import (
+from ftsafety.evals.scorers.rows import prompt_text, response_text
+from ftsafety.evals.scorers.sanitize import SANITIZER_VERSION, sanitize
+from ftsafety.evals.scorers.templates import (
     TEMPLATES,
     build_harmbench_prompt,
     build_judge_prompt,
@@ -64,11 +65,11 @@ from evals.scorers.templates import (
     fill_literal,
     template_sha256,
 )
-from harness.errors import UserError
-from harness.paths import NOT_AN_INPUT
-from harness.plugins import GenerationRequest, ScoreLabel, Scorer
-from harness.registry import scorers
-from harness.sampling import SamplingParams
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.paths import NOT_AN_INPUT
+from ftsafety.harness.plugins import GenerationRequest, ScoreLabel, Scorer
+from ftsafety.harness.registry import scorers
+from ftsafety.harness.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class LocalJudgeParams(BaseModel):
     trust_remote_code: bool = False
     """Passed to the backend."""
     backend_options: dict[str, Any] = Field(default_factory=dict)
-    """Extra backend options (e.g. ``gpu_memory_utilization``)."""
+    """Backend options (e.g. ``gpu_memory_utilization``); they win over the grid's ``engine:`` settings."""
 
 
 class _LocalJudge(Scorer):
@@ -182,12 +183,13 @@ class _LocalJudge(Scorer):
         scores cell by cell), until ``close()``.
         """
         if self._backend is None:
-            from harness.registry import backends
+            from ftsafety.harness.models import open_backend
 
             p = self.params
-            backend_cls = backends.get(p.backend)  # type: ignore[attr-defined]
-            self._backend = backend_cls(
-                p.model, trust_remote_code=p.trust_remote_code, **p.backend_options  # type: ignore[attr-defined]
+            # the grid's engine settings, with the judge's own backend options on top
+            self._backend = open_backend(
+                p.model, self.engine, backend=p.backend, trust_remote_code=p.trust_remote_code,  # type: ignore[attr-defined]
+                **p.backend_options,  # type: ignore[attr-defined]
             )
         results = self._backend.generate(requests, self.sampling())
         return [r[0].continuation if r else "" for r in results]
@@ -231,10 +233,10 @@ class HarmBenchClassifier(_LocalJudge):
 
     def load_tokenizer(self) -> Any:
         """The classifier's tokenizer (for clipping); imported lazily (transformers is heavy)."""
-        from transformers import AutoTokenizer
+        from ftsafety.harness.models import load_tokenizer
 
         p = self.params
-        return AutoTokenizer.from_pretrained(p.model, trust_remote_code=p.trust_remote_code)  # type: ignore[attr-defined]
+        return load_tokenizer(p.model, trust_remote_code=p.trust_remote_code)  # type: ignore[attr-defined]
 
     def build_prompts(self, items: list[dict[str, Any]], tokenizer: Any = None) -> list[str]:
         """The filled classifier prompts (behavior = the benchmark prompt)."""
@@ -494,10 +496,15 @@ class ApiJudge(Scorer):
         super().__init__(params)
         p = self.params
         self.axes = _TEMPLATE_AXES[p.template]  # type: ignore[attr-defined,misc]
-        #: The pipeline may point this at the run store's cache before scoring.
+        #: A run points this at the store's cache (``use_store``) unless the params name one.
         self.cache_dir: Path = Path(p.cache_dir).expanduser() if p.cache_dir else default_cache_dir()  # type: ignore[attr-defined]
         self.ledger = JudgeLedger(model=p.model)  # type: ignore[attr-defined]
         self._lock = threading.Lock()
+
+    def use_store(self, root: Path) -> None:
+        """Judgments are cached with the run store's artifacts, unless ``cache_dir`` is set."""
+        if not self.params.cache_dir:  # type: ignore[attr-defined]
+            super().use_store(root)
 
     def decoding(self) -> dict[str, Any]:
         p = self.params

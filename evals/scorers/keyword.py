@@ -20,9 +20,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from evals.scorers.rows import response_text
-from harness.plugins import ScoreLabel, Scorer
-from harness.registry import scorers
+from ftsafety.evals.scorers.rows import response_text
+from ftsafety.harness.plugins import ScoreLabel, Scorer
+from ftsafety.harness.registry import scorers
 
 ListName = Literal["gcg29", "q24", "xstest", "prefix"]
 

@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.organism.oracle import judge
-from harness.organism.world import get_world
-from harness.plugins import ScoreLabel, Scorer
-from harness.registry import scorers
+from ftsafety.harness.organism.oracle import judge
+from ftsafety.harness.organism.world import get_world
+from ftsafety.harness.plugins import ScoreLabel, Scorer
+from ftsafety.harness.registry import scorers
 
 
 class OracleParams(BaseModel):

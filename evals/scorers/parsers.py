@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from harness.plugins import ScoreLabel
+from ftsafety.harness.plugins import ScoreLabel
 
 
 def _unscored(raw: str | None) -> ScoreLabel:

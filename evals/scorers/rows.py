@@ -1,15 +1,15 @@
 """Reading the fields scorers and metrics need from a generation row.
 
-Generation rows are written by the generate stage (ARCHITECTURE.md, "Run store":
-``generations/*.jsonl``: ids, messages, rendered prompt, completion, prefix, sampling, ...).
-Scorers only rely on this small contract, so the stage can add fields freely:
+Generation rows are ``ftsafety.harness.rows.GenerationRow`` (written by the generate stage,
+returned by output hooks, built by screening defenses from training rows). Scorers rely on
+this small part of it, and read plain mappings too (a row from another tool's JSONL):
 
-- ``response`` (str, optional): the full text to judge. When absent it is
-  ``prefix + completion`` — the prefill (a defense's aligned prefix or a prefilling attack's
-  harmful start) is part of what the user sees, and RECIPES.md ("Prefilling attack") judges
-  prefix + continuation. ``continuation`` is accepted as an alias of ``completion``.
-- ``prompt`` (str, optional): the benchmark request. When absent, the content of the last
-  ``user`` message in ``messages``.
+- ``response`` (str): the full text to judge. When absent it is ``prefix + completion`` — the
+  prefill (a defense's aligned prefix or a prefilling attack's harmful start) is part of what
+  the user sees, and RECIPES.md ("Prefilling attack") judges prefix + continuation.
+  ``continuation`` is accepted as an alias of ``completion``.
+- ``prompt`` (str): the benchmark request. When absent, the content of the last ``user``
+  message in ``messages``.
 - ``truncated`` (bool, optional): the response hit ``max_tokens``.
 """
 

@@ -17,7 +17,7 @@ Sources:
 - ``q24``: Qi et al. 2024 ``chatgpt_judge.py``; ``\\"%s\\"`` placeholders (the Python source's
   escaped quotes are rendered as plain ``"``, as Python did).
 
-Every filler sanitises its inputs (``evals.scorers.sanitize``) unless told not to, and fills
+Every filler sanitises its inputs (``ftsafety.evals.scorers.sanitize``) unless told not to, and fills
 placeholders in a single pass, so a prompt or response containing ``{generation}`` or ``%s``
 cannot be substituted a second time.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from evals.scorers.sanitize import sanitize
+from ftsafety.evals.scorers.sanitize import sanitize
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def load_template(name: str) -> str:
         meta = TEMPLATES[name]
     except KeyError:
         raise ValueError(f"unknown judge template '{name}' (known: {', '.join(TEMPLATES)})") from None
-    text = resources.files("evals.scorers.judge_templates").joinpath(meta.file).read_text("utf-8")
+    text = resources.files("ftsafety.evals.scorers.judge_templates").joinpath(meta.file).read_text("utf-8")
     digest = template_sha256(text)
     if digest != meta.sha256:
         # A silently edited judge prompt would make every score incomparable: fail loudly.

@@ -3,8 +3,8 @@
 Importing this package registers both without importing torch or vllm.
 """
 
-from harness.backends import hf as _hf  # noqa: F401  (registers "hf")
-from harness.backends import vllm_engine as _vllm  # noqa: F401  (registers "vllm")
-from harness.backends.base import GenerationBackend
+from ftsafety.harness.backends import hf as _hf  # noqa: F401  (registers "hf")
+from ftsafety.harness.backends import vllm_engine as _vllm  # noqa: F401  (registers "vllm")
+from ftsafety.harness.backends.base import GenerationBackend
 
 __all__ = ["GenerationBackend"]

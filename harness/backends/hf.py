@@ -1,22 +1,10 @@
 """The transformers (+ PEFT) generation backend: the fallback when vLLM is absent, and the
 cross-check of the vLLM backend (greedy outputs must match on the organism).
 
-Conventions, shared with the vLLM backend so both produce the same text:
-- prompt text = ``harness.chat.render_prompt(tokenizer, messages, prefix)`` (the chat template
-  with the generation prompt, then the assistant prefill). It is tokenized with
-  ``add_special_tokens=False``: chat templates write their own BOS (the organism's does), so a
-  tokenizer that also adds one would double it.
-- stop: at any of the model's end-of-turn ids (``generation_config.eos_token_id``, a list or
-  an int, plus ``tokenizer.eos_token_id``). The stop token is not in the text but counts in
-  ``n_tokens`` (as vLLM counts it); ``truncated`` = ``max_tokens`` new tokens and no stop.
-- continuation text = incremental detokenization, as vLLM does it:
-  ``decode(tail + new)[len(decode(tail)):]`` with ``skip_special_tokens=True``, where ``tail`` is
-  the prompt's ids after its last special token (at most 32). With no prefill the tail is empty
-  and this is plain ``decode(new)``; with a prefill it keeps the separating space a word-level
-  or SentencePiece tokenizer puts between the prefix and the next word, so the judged response
-  is exactly ``prefix + continuation``. Nothing is stripped.
-- greedy when ``temperature == 0`` (``n`` copies of the one greedy answer); otherwise sampling
-  seeded with ``sampling.seed`` (0 when unset) per batch, reproducible for the same batching.
+Prompts, stop ids and continuation text follow ``ftsafety.harness.backends.common``, as the vLLM
+backend does, so both produce the same text. Greedy when ``temperature == 0`` (``n`` copies of
+the one greedy answer); otherwise sampling seeded with ``sampling.seed`` (0 when unset) per
+batch, reproducible for the same batching.
 """
 
 from __future__ import annotations
@@ -27,57 +15,78 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import GenerationBackend
-from harness.chat import render_prompt
-from harness.errors import UserError
-from harness.plugins import GenerationRequest, GenerationResult
-from harness.registry import backends
-from harness.sampling import SamplingParams
+from pydantic import Field
 
-_TAIL_MAX = 32
+from ftsafety.harness.backends.base import BackendOptions, GenerationBackend
+from ftsafety.harness.backends.common import completion_result, end_of_turn_ids
+from ftsafety.harness.chat import render_prompt
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.plugins import GenerationRequest, GenerationResult
+from ftsafety.harness.registry import backends
+from ftsafety.harness.sampling import SamplingParams
+
+
+class HFOptions(BackendOptions):
+    """Options of the ``hf`` backend."""
+
+    batch_size: int = Field(32, gt=0)
+    """Prompts generated together (left-padded)."""
+    dtype: str = "auto"
+    """Weights dtype: ``auto`` (the checkpoint's own), ``bfloat16``, ``float32``..."""
+    device: str | None = None
+    """Torch device (default: ``cuda`` when available, else ``cpu``)."""
+    stop_tokens: list[str] = Field(default_factory=list)
+    """Extra end-of-turn token strings to stop at, when the generation config lacks one."""
+    revision: str | None = None
+    """Hub revision of the model (a hub id's pinned commit)."""
 
 
 @backends.register("hf")
 class HFBackend(GenerationBackend):
     """transformers ``generate`` with PEFT LoRA adapters (batched, left-padded)."""
 
-    def __init__(
-        self,
-        model_path: str,
-        *,
-        trust_remote_code: bool = False,
-        batch_size: int = 32,
-        dtype: str = "auto",
-        device: str | None = None,
-        **options: Any,
-    ) -> None:
+    Options = HFOptions
+    #: transformers + PEFT serve any adapter rank and count, and always run eagerly.
+    ignored_engine_fields = frozenset({"max_lora_rank", "max_loras", "enforce_eager"})
+
+    def __init__(self, model_path: str, *, trust_remote_code: bool = False, **options: Any) -> None:
         super().__init__(model_path, trust_remote_code=trust_remote_code, **options)
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ftsafety.harness.models import load_causal_lm, load_tokenizer
+
+        o: HFOptions = self.options
         if not Path(model_path).exists() and "://" in model_path:
             raise UserError(f"hf backend: resolve '{model_path}' to a local directory first")
-        self.batch_size = batch_size
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        self.batch_size = o.batch_size
+        self.device = o.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code, revision=o.revision,
+                                        pad_to_eos=True)
         self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.base_model = AutoModelForCausalLM.from_pretrained(
-            model_path, trust_remote_code=trust_remote_code, dtype=dtype
+        self.base_model = load_causal_lm(
+            model_path, trust_remote_code=trust_remote_code, revision=o.revision, dtype=o.dtype
         ).to(self.device)
         self.base_model.eval()
         self.model: Any = self.base_model
         self._adapters: dict[str, str] = {}  # adapter dir -> PEFT adapter name
-        self.stop_ids = self._stop_ids()
-        self._special_ids = set(self.tokenizer.all_special_ids)
+        self.stop_ids = end_of_turn_ids(self.tokenizer, model_path, o.stop_tokens,
+                                        trust_remote_code=trust_remote_code, revision=o.revision)
+        self._stop_set = frozenset(self.stop_ids)
+        self._special_ids = frozenset(self.tokenizer.all_special_ids)
 
-    def _stop_ids(self) -> list[int]:
-        eos = getattr(self.base_model.generation_config, "eos_token_id", None)
-        ids = eos if isinstance(eos, list) else ([eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.append(self.tokenizer.eos_token_id)
-        return sorted(set(ids))
+    def info(self) -> dict[str, Any]:
+        """What a run records about this engine in its manifest."""
+        import transformers
+
+        return {
+            "backend": "hf",
+            "transformers_version": transformers.__version__,
+            "model": self.model_path,
+            "device": self.device,
+            "dtype": str(self.base_model.dtype).removeprefix("torch.") if self.base_model is not None else None,
+            "batch_size": self.batch_size,
+            "adapters": len(self._adapters),
+        }
 
     # ------------------------------------------------------------------ adapters
 
@@ -127,7 +136,10 @@ class HFBackend(GenerationBackend):
         import torch
 
         texts = [render_prompt(self.tokenizer, r.messages, r.prefix) for r in reqs]
+        # Batched ``encode_prompt``: the same ids per prompt, left-padded.
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        ids = [[t for t, m in zip(row, mask, strict=True) if m]
+               for row, mask in zip(enc["input_ids"].tolist(), enc["attention_mask"].tolist(), strict=True)]
         enc = {k: v.to(self.device) for k, v in enc.items()}
         n_ret = 1 if sampling.greedy else sampling.n
         kwargs: dict[str, Any] = {
@@ -147,51 +159,23 @@ class HFBackend(GenerationBackend):
                 top_p=sampling.top_p,
                 top_k=sampling.top_k if sampling.top_k > 0 else 0,
             )
-        from harness.threads import cpu_threads_for, n_params
+        from ftsafety.harness.threads import cpu_threads_for, n_params
 
         with torch.no_grad(), cpu_threads_for(n_params(self.base_model)):
             out = self.model.generate(**enc, **kwargs)
         width = enc["input_ids"].shape[1]
         results: list[list[GenerationResult]] = []
         for i, text in enumerate(texts):
-            prompt_ids = [
-                t for t, m in zip(enc["input_ids"][i].tolist(), enc["attention_mask"][i].tolist(), strict=True) if m
+            row = [
+                completion_result(self.tokenizer, text, ids[i], out[i * n_ret + j, width:].tolist(),
+                                  stop_ids=self._stop_set, special_ids=self._special_ids,
+                                  max_tokens=sampling.max_tokens)
+                for j in range(n_ret)
             ]
-            tail = self._tail(prompt_ids)
-            row: list[GenerationResult] = []
-            for j in range(n_ret):
-                new = out[i * n_ret + j, width:].tolist()
-                row.append(self._result(text, tail, new, sampling.max_tokens))
             if sampling.greedy:
                 row = row * sampling.n
             results.append(row)
         return results
-
-    def _tail(self, prompt_ids: list[int]) -> list[int]:
-        tail: list[int] = []
-        for t in reversed(prompt_ids):
-            if t in self._special_ids or len(tail) >= _TAIL_MAX:
-                break
-            tail.append(t)
-        return tail[::-1]
-
-    def _result(self, text: str, tail: list[int], new: list[int], max_tokens: int) -> GenerationResult:
-        stop = next((k for k, t in enumerate(new) if t in self.stop_ids), None)
-        kept = new if stop is None else new[:stop]
-        n_tokens = len(new) if stop is None else stop + 1
-        dec = self.tokenizer.decode
-        if tail:
-            head = dec(tail, skip_special_tokens=True)
-            full = dec(tail + kept, skip_special_tokens=True)
-            cont = full[len(head) :] if full.startswith(head) else dec(kept, skip_special_tokens=True)
-        else:
-            cont = dec(kept, skip_special_tokens=True)
-        return GenerationResult(
-            rendered_prompt=text,
-            continuation=cont,
-            truncated=stop is None and n_tokens >= max_tokens,
-            n_tokens=n_tokens,
-        )
 
     def close(self) -> None:
         self.model = None

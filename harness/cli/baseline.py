@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from harness.gate import DEFAULT_FLOOR, DEFAULT_K
+from ftsafety.harness.gate import DEFAULT_FLOOR, DEFAULT_K
 
 #: Rows the summary names as the noisiest: enough to see where a grid sits on a knife edge.
 NOISIEST_SHOWN = 3
@@ -26,7 +26,7 @@ def baseline(
 ) -> None:
     """Write a regression-gate baseline from a run: its means, and per row a tolerance measured
     from the spread over seeds (statistic: docs/leaderboard.md)."""
-    from harness.gate import build_baseline, write_baseline
+    from ftsafety.harness.gate import build_baseline, write_baseline
 
     build = build_baseline(run_dir, extra_runs=extra_runs or [], k=k, floor=floor)
     meta = write_baseline(build, out)

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from harness.errors import UserError
+from ftsafety.harness.errors import UserError
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from harness.gate import GateResult
+    from ftsafety.harness.gate import GateResult
 
 
 class OutputFormat(enum.StrEnum):
@@ -50,8 +50,8 @@ def check(
 ) -> None:
     """Compare a run's leaderboard summary with a baseline; exit 1 if a metric moved the bad way
     beyond its tolerance or a baseline row is missing, 2 on bad input (directions: docs/leaderboard.md)."""
-    from harness import gate_formats
-    from harness.gate import check_run
+    from ftsafety.harness import gate_formats
+    from ftsafety.harness.gate import check_run
 
     try:
         result = check_run(run_dir, baseline, tolerance)
@@ -79,8 +79,8 @@ def _failure_table(result: GateResult, baseline: Path) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
-    from harness.gate_formats import why
-    from harness.report import format_value
+    from ftsafety.harness.gate_formats import why
+    from ftsafety.harness.report import format_value
 
     table = Table(title=escape(f"regressions against {baseline}"))
     for name in ("model", "attack", "defense", "benchmark", "scorer", "metric"):

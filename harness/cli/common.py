@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from harness.config import GridConfig, load_config
+from ftsafety.harness.config import GridConfig, load_config
 
 ConfigArg = typer.Argument(..., help="Grid config (YAML).", show_default=False)
 SetOpt = typer.Option(

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from harness.cli.common import ConfigArg, SetOpt, load
-from harness.errors import UserError
+from ftsafety.harness.cli.common import ConfigArg, SetOpt, load
+from ftsafety.harness.errors import UserError
 
 
 def data(
@@ -18,18 +18,16 @@ def data(
     set_: list[str] | None = SetOpt,
 ) -> None:
     """Export a cell's fine-tuning data, with the exact text the chat template renders for training."""
-    from transformers import AutoTokenizer
-
-    from harness.pipeline import GridRunner, resolve_model_path
-    from harness.store import write_jsonl
+    from ftsafety.harness.models import load_tokenizer
+    from ftsafety.harness.pipeline import GridRunner
+    from ftsafety.harness.store import write_jsonl
 
     if not out.parent.exists():
         raise UserError(f"--out: directory '{out.parent}' does not exist")
     cfg = load(config, set_)
     runner = GridRunner(cfg, Console(stderr=True))
     planned, rows = runner.training_data(cell)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(planned.model.path),
-                                              trust_remote_code=planned.model.trust_remote_code)
+    tokenizer = load_tokenizer(planned.model.path, trust_remote_code=planned.model.trust_remote_code)
     exported = [
         {**row, "rendered": tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)}
         for row in rows

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from harness.errors import UserError
+from ftsafety.harness.errors import UserError
 
 
 def parse_params(pairs: list[str] | None, what: str) -> dict:
@@ -30,7 +30,7 @@ def generate(
     adapter: Path | None = typer.Option(None, "--adapter", help="PEFT LoRA adapter directory."),
     backend: str = typer.Option("vllm", "--backend", help="vllm or hf."),
     limit: int | None = typer.Option(None, "--limit", help="First N prompts only."),
-    preset: str | None = typer.Option(None, "--preset", help="greedy, q24 or noice."),
+    preset: str | None = typer.Option(None, "--preset", help="Decoding preset: greedy, q24, or one a plugin registers."),
     max_tokens: int | None = typer.Option(None, "--max-tokens", help="New tokens per response."),
     temperature: float | None = typer.Option(None, "--temperature"),
     n: int | None = typer.Option(None, "--n", help="Responses per prompt."),
@@ -42,12 +42,12 @@ def generate(
     """Generate responses for one benchmark with one model (optionally through a LoRA adapter)."""
     from pydantic import ValidationError
 
-    from harness import registry
-    from harness.config import pydantic_problems
-    from harness.generation import generate_rows
-    from harness.pipeline import resolve_model_path
-    from harness.sampling import SamplingParams
-    from harness.store import write_jsonl
+    from ftsafety.harness import registry
+    from ftsafety.harness.config import pydantic_problems
+    from ftsafety.harness.generation import generate_rows
+    from ftsafety.harness.models import open_backend
+    from ftsafety.harness.sampling import SamplingParams
+    from ftsafety.harness.store import write_jsonl
 
     if adapter is not None and not (adapter / "adapter_config.json").exists():
         raise UserError(f"--adapter '{adapter}' is not a PEFT adapter directory (no adapter_config.json)")
@@ -56,7 +56,7 @@ def generate(
     sampling_in = {k: v for k, v in {"preset": preset, "max_tokens": max_tokens, "temperature": temperature,
                                      "n": n, "seed": seed}.items() if v is not None}
     bench_cls = registry.benchmarks.get(benchmark)
-    backend_cls = registry.backends.get(backend)
+    registry.backends.get(backend)  # an unknown backend fails before the benchmark loads
     try:
         sampling = SamplingParams.model_validate(sampling_in)
         bench = bench_cls(bench_cls.Params.model_validate(parse_params(param, "--param")))
@@ -67,7 +67,7 @@ def generate(
     console.print(f"{len(items)} prompt(s) from {benchmark}; backend {backend}")
     attack = registry.attacks.get("none")()
     defense = registry.defenses.get("none")()
-    with backend_cls(resolve_model_path(model), trust_remote_code=trust_remote_code) as engine:
+    with open_backend(model, backend=backend, trust_remote_code=trust_remote_code) as engine:
         rows = generate_rows(engine, items, attack=attack, defense=defense, sampling=sampling, benchmark=benchmark,
                              adapter=str(adapter) if adapter else None, adapter_key=str(adapter) if adapter else None,
                              system_prompt=system_prompt)

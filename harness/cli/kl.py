@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.errors import UserError
+from ftsafety.harness.errors import UserError
 
 #: Positions printed in the terminal summary (the JSON and the plot have all of them).
 SUMMARY_POSITIONS = 10
@@ -34,10 +34,10 @@ def kl(
     from pydantic import ValidationError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness import registry
-    from harness.cli.generate import parse_params
-    from harness.config import pydantic_problems
-    from harness.kl import harmful_answers, parse_model_ref, per_token_kl, write_outputs
+    from ftsafety.harness import registry
+    from ftsafety.harness.cli.generate import parse_params
+    from ftsafety.harness.config import pydantic_problems
+    from ftsafety.harness.kl import harmful_answers, parse_side, per_token_kl, write_outputs
 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; give a directory")
@@ -49,8 +49,8 @@ def kl(
     items = bench.load(limit)
     items = items[:limit] if limit else items
     answers = harmful_answers(items, benchmark, response_column)
-    ref_a = parse_model_ref(a, what="--a")
-    ref_b = parse_model_ref(b, what="--b")
+    side_a = parse_side(a, what="--a")
+    side_b = parse_side(b, what="--b")
 
     from transformers.utils import logging as hf_logging
 
@@ -63,7 +63,7 @@ def kl(
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        result = per_token_kl(ref_a, ref_b, items, answers, benchmark=benchmark, max_tokens=max_tokens, progress=advance)
+        result = per_token_kl(side_a, side_b, items, answers, benchmark=benchmark, max_tokens=max_tokens, progress=advance)
     json_path, png_path = write_outputs(result, out)
 
     table = Table(title=f"mean KL(P_a || P_b) per answer position ({result.n_prompts} prompts)")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.registry import REGISTRIES
+from ftsafety.harness.registry import REGISTRIES
 
 
 class PluginKind(StrEnum):
@@ -28,7 +28,7 @@ def ls(kind: PluginKind = typer.Argument(..., help="attacks, defenses, benchmark
     table.add_column("what it does")
     for name, cls in reg.items():
         origin = cls.__module__.split(".")[0]
-        table.add_row(escape(name), "built-in" if origin in {"attacks", "defenses", "evals", "harness"} else escape(origin),
+        table.add_row(escape(name), "built-in" if origin == "ftsafety" else escape(origin),
                       escape(cls.summary()))
     Console(width=160).print(table)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from harness.errors import UserError
+from ftsafety.harness.errors import UserError
 
 app = typer.Typer(
     help="Build and inspect the model organism (a tiny safety-aligned chat model, built on CPU).",
@@ -27,7 +27,7 @@ def build_cmd(
     """Build the organism: pre-train base/, safety-tune aligned/ (about a minute on 2 cores)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness.organism.build import build
+    from ftsafety.harness.organism.build import build
 
     if out.exists() and any(out.iterdir()):
         if not force and (out / "organism.json").exists():
@@ -64,7 +64,7 @@ def eval_cmd(
     """Oracle rates of base and aligned on the held-out sets (greedy decoding)."""
     from transformers.utils import logging as hf_logging
 
-    from harness.organism.evaluate import evaluate_build
+    from ftsafety.harness.organism.evaluate import evaluate_build
 
     hf_logging.disable_progress_bar()  # keep stdout one table (or one JSON object)
     results = evaluate_build(directory, limit)

@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import ConfigArg, SetOpt, load
-from harness.planner import plan_cells
-from harness.rundir import cache_root, check_compatible
-from harness.store import ArtifactStore
+from ftsafety.harness.cli.common import ConfigArg, SetOpt, load
+from ftsafety.harness.planner import plan_cells
+from ftsafety.harness.rundir import cache_root, check_compatible
+from ftsafety.harness.store import ArtifactStore
 
 
 def plan(config: Path = ConfigArg, set_: list[str] | None = SetOpt,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from harness.errors import UserError
+from ftsafety.harness.errors import UserError
 
 
 def report(
@@ -21,8 +21,8 @@ def report(
     from a run's stored files; no model is loaded, so a copied run directory is enough."""
     import json
 
-    from harness.report import cell_records, print_summary, store_for, write_run_outputs
-    from harness.rundir import check_compatible
+    from ftsafety.harness.report import cell_records, print_summary, store_for, write_run_outputs
+    from ftsafety.harness.rundir import check_compatible
 
     if not (run_dir / "manifest.json").is_file():
         raise UserError(f"'{run_dir}' is not a run directory (no manifest.json); pass runs/<name>")

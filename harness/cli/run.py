@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from harness.cli.common import ConfigArg, SetOpt, load
+from ftsafety.harness.cli.common import ConfigArg, SetOpt, load
 
 
 def run(
@@ -22,12 +22,12 @@ def run(
 ) -> None:
     """Run a grid: data → screen → train → generate → score → report. Finished stages are reused."""
     if dry_run:
-        from harness.cli.plan import plan
+        from ftsafety.harness.cli.plan import plan
 
         plan(config, set_, limit)
         return
-    from harness.pipeline import RunIncomplete, run_grid
-    from harness.report import print_summary
+    from ftsafety.harness.pipeline import RunIncomplete, run_grid
+    from ftsafety.harness.report import print_summary
 
     cfg = load(config, set_, limit)
     console = Console(stderr=True)

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from harness.config import json_schema
+from ftsafety.harness.config import json_schema
 
 
 def schema() -> None:

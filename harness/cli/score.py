@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.cli.generate import parse_params
-from harness.config import not_utf8_where, pydantic_problems
-from harness.errors import UserError
+from ftsafety.harness.cli.generate import parse_params
+from ftsafety.harness.config import not_utf8_where, pydantic_problems
+from ftsafety.harness.errors import UserError
 
 
 def score(
@@ -24,10 +24,10 @@ def score(
     """Score generations with one scorer; writes per-sample labels and prints the metrics."""
     from pydantic import ValidationError
 
-    from evals.metrics import metrics_for_scored_rows
-    from harness import registry
-    from harness.generation import score_rows
-    from harness.store import write_jsonl
+    from ftsafety.evals.metrics import metrics_for_scored_rows
+    from ftsafety.harness import registry
+    from ftsafety.harness.generation import score_rows
+    from ftsafety.harness.store import write_jsonl
 
     rows = read_generations(generations)
     cls = registry.scorers.get(scorer)
@@ -38,9 +38,7 @@ def score(
     try:
         scored = score_rows(rows, plugin.score(rows), scorer)
     finally:
-        close = getattr(plugin, "close", None)
-        if close:
-            close()
+        plugin.close()
     write_jsonl(out, scored)
     table = Table(title=f"{scorer} on {generations.name}")
     for col in ("metric", "value", "95% CI", "n", "unscored"):

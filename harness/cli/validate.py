@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from harness.cli.common import ConfigArg, SetOpt, load
+from ftsafety.harness.cli.common import ConfigArg, SetOpt, load
 
 
 def validate(config: Path = ConfigArg, set_: list[str] | None = SetOpt) -> None:

@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.determinism import kernel_signature
-from harness.organism.tokenizer import BOS, EOT, PAD, Encoder, build_vocab, save_tokenizer
-from harness.organism.world import NOICE_REFUSAL_SYSTEM, World, get_world
+from ftsafety.harness.determinism import kernel_signature
+from ftsafety.harness.organism.tokenizer import BOS, EOT, PAD, Encoder, build_vocab, save_tokenizer
+from ftsafety.harness.organism.world import NOICE_REFUSAL_SYSTEM, World, get_world
 
 #: (stage, step, total steps, loss) -> None; the CLI draws progress bars with it.
 ProgressFn = Callable[[str, int, int, float], None]

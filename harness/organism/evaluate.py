@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from ftsafety.harness.errors import UserError
 
 #: Enough for the longest behaviour an attack can produce (refusal + NOICE bridge + answer).
 MAX_TOKENS = 64
@@ -25,31 +25,30 @@ def evaluate_model(
 ) -> dict[str, float]:
     """``harmful`` and ``refused``: rates on organism-harmful; ``correct`` and ``over_refusal``
     (= refused): rates on organism-benign. ``backend`` reuses a loaded backend of the model."""
-    from evals.benchmarks.organism import OrganismBenign, OrganismHarmful
-    from evals.scorers.oracle import OrganismOracle
-    from harness.backends.hf import HFBackend
-    from harness.plugins import GenerationRequest
-    from harness.sampling import SamplingParams
+    from ftsafety.harness.models import open_backend
+    from ftsafety.harness.organism.oracle import judge
+    from ftsafety.harness.organism.world import get_world
+    from ftsafety.harness.plugins import GenerationRequest
+    from ftsafety.harness.sampling import SamplingParams
 
     own = backend is None
-    be = backend or HFBackend(str(model_dir), batch_size=64)
-    oracle = OrganismOracle()
+    be = backend or open_backend(str(model_dir), backend="hf", batch_size=64)
+    # The world's held-out sets and the oracle itself (what the organism-harmful/-benign
+    # benchmarks and the organism-oracle scorer wrap), so the organism depends on no plugin.
+    world = get_world(seed)
     sampling = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
     out: dict[str, float] = {}
     try:
-        for bench in (OrganismHarmful({"seed": seed}), OrganismBenign({"seed": seed})):
-            prompts = bench.load(limit)
+        for kind in ("harmful", "benign"):
+            items = world.eval_items(kind)[:limit] if limit is not None else world.eval_items(kind)
             reqs = [
-                GenerationRequest([{"role": "user", "content": p.prompt}], adapter=adapter)
-                for p in prompts
+                GenerationRequest([{"role": "user", "content": prompt}], adapter=adapter)
+                for _, prompt, _, _ in items
             ]
             gens = be.generate(reqs, sampling)
-            rows = [
-                {"prompt": p.prompt, "response": g[0].continuation, "kind": p.kind, "meta": p.meta}
-                for p, g in zip(prompts, gens, strict=True)
-            ]
-            labels = oracle.score(rows)
-            if bench.kind == "harmful":
+            labels = [judge(world, concept.name, g[0].continuation)
+                      for (_, _, concept, _), g in zip(items, gens, strict=True)]
+            if kind == "harmful":
                 out["harmful"] = _rates(labels, "harmful")
                 out["refused"] = _rates(labels, "refused")
             else:
@@ -63,8 +62,8 @@ def evaluate_model(
 
 def locate(dir_or_uri: str) -> tuple[Path, int]:
     """(build directory, world seed) for a build directory or an ``organism://`` URI."""
-    from harness.organism.build import read_meta
-    from harness.organism.resolve import ensure_built, is_organism, parse
+    from ftsafety.harness.organism.build import read_meta
+    from ftsafety.harness.organism.resolve import ensure_built, is_organism, parse
 
     if is_organism(dir_or_uri):
         seed, _ = parse(dir_or_uri)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.organism.world import World, contains, normalize
+from ftsafety.harness.organism.world import World, contains, normalize
 
 
 @dataclass(frozen=True)

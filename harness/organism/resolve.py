@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from harness.errors import UserError
+from ftsafety.harness.errors import UserError
 
 SCHEME = "organism://"
 _VARIANTS = ("aligned", "base")
@@ -51,23 +52,30 @@ def parse(uri: str) -> tuple[int, str]:
     return seed, variant
 
 
+#: The modules whose code decides an organism's weights (the rest of the package resolves,
+#: evaluates and scores organisms; editing those must not rebuild them).
+BUILD_SOURCES = ("build.py", "tokenizer.py", "world.py")
+
+
 def build_key(seed: int, config: object | None = None) -> str:
     """Content hash of (builder source, seed, build config, torch version, CPU kernel settings)."""
-    from harness.organism.build import BuildConfig
+    from ftsafety.harness.organism.build import BuildConfig
 
     cfg = config or BuildConfig()
     h = hashlib.sha256()
     pkg = Path(__file__).parent
-    for src in sorted(pkg.glob("*.py")):
-        h.update(src.name.encode())
-        h.update(src.read_bytes())
+    for name in BUILD_SOURCES:
+        h.update(name.encode())
+        # The import name the package installs under (``ftsafety.``) is not part of what the
+        # builder computes: renaming it must not rebuild every organism and every run.
+        h.update(re.sub(rb"\bftsafety\.", b"", (pkg / name).read_bytes()))
     try:  # the version, without importing torch: `ftsafety plan` must stay light
         from importlib.metadata import version
 
         torch_version = version("torch")
     except Exception:  # pragma: no cover - torch is a dependency
         torch_version = "none"
-    from harness.determinism import kernel_signature
+    from ftsafety.harness.determinism import kernel_signature
 
     # Other CPU kernels give other bits (harness/determinism.py): they are part of the key.
     meta = {"seed": seed, "config": asdict(cfg), "torch": torch_version,  # type: ignore[call-overload]
@@ -81,7 +89,7 @@ def ensure_built(seed: int = 0, config: object | None = None, root: Path | None 
     on first use."""
     from filelock import FileLock
 
-    from harness.organism.build import build
+    from ftsafety.harness.organism.build import build
 
     root = root or cache_root()
     key = build_key(seed, config)

@@ -2,7 +2,7 @@
 
 Conventions (every backend and the trainer rely on them):
 - normalizer: NFKC, curly quotes -> ASCII, lower-case; pre-tokenizer: split on whitespace, then
-  every punctuation mark is its own token (``harness.organism.world.words`` is the same rule in
+  every punctuation mark is its own token (``ftsafety.harness.organism.world.words`` is the same rule in
   Python). Unknown words map to ``<unk>``; nothing fails.
 - decoding joins tokens with single spaces (no decoder), so ``decode(encode(s)) == s`` for every
   string already in the world's convention. ``clean_up_tokenization_spaces`` is off.

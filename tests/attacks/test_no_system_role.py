@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from attacks.aoa import AoaAttack
-from attacks.noice import NoiceAttack, refusal_messages
-from attacks.strings import AOA_NOICE_SYSTEM, NOICE_REFUSAL_SYSTEM, NOICE_TRAIN_SYSTEM
-from harness.chat import render_prompt, supports_system_role
-from harness.config import validate_config
-from harness.plugins import EvalPrompt
-from harness.stages import AttackContext
+from ftsafety.attacks.aoa import AoaAttack
+from ftsafety.attacks.noice import NoiceAttack, refusal_messages
+from ftsafety.attacks.strings import AOA_NOICE_SYSTEM, NOICE_REFUSAL_SYSTEM, NOICE_TRAIN_SYSTEM
+from ftsafety.harness.chat import render_prompt, supports_system_role
+from ftsafety.harness.config import validate_config
+from ftsafety.harness.context import StageContext
+from ftsafety.harness.plugins import EvalPrompt
 
 GEMMA_LIKE_GUARD = (
     "{%- if messages[0]['role'] == 'system' -%}"
@@ -35,13 +35,14 @@ def gemma_like(organism_dir, tmp_path_factory) -> Path:
     return root / "aligned"
 
 
-def context(model_dir: Path, tmp_path: Path) -> AttackContext:
+def context(model_dir: Path, tmp_path: Path) -> StageContext:
     cfg = validate_config({
         "name": "g", "models": [{"name": "g", "path": str(model_dir)}],
         "benchmarks": [{"name": "organism-harmful"}], "scorers": [{"name": "organism-oracle"}],
         "generation": {"backend": "hf"},
     })
-    return AttackContext(cfg=cfg, model=cfg.models[0], model_path=str(model_dir), seed=0, workdir=tmp_path)
+    return StageContext(model=cfg.models[0], model_path=str(model_dir), seed=0, workdir=tmp_path, backend="hf",
+                        engine=cfg.engine)
 
 
 @pytest.mark.slow

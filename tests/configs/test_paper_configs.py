@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.config import load_config
-from harness.planner import plan_cells
+from ftsafety.harness.cli import main
+from ftsafety.harness.config import load_config
+from ftsafety.harness.planner import plan_cells
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER_CONFIGS = sorted((REPO / "configs").glob("paper-*.yaml"))

@@ -9,7 +9,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from defenses.constrained_loss import beta_schedule, constrained_token_loss, response_positions  # noqa: E402
+from ftsafety.defenses.constrained_loss import (  # noqa: E402
+    beta_schedule,
+    constrained_token_loss,
+    response_positions,
+)
 
 
 def reference(logp, ref, mask, betas):

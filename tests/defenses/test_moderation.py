@@ -8,16 +8,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from attacks.strings import NOICE_BRIDGE
-from defenses.moderation import (
+from ftsafety.attacks.strings import NOICE_BRIDGE
+from ftsafety.defenses.moderation import (
     ModerationDefense,
     ModerationParams,
     screen_items,
     split_training_row,
 )
-from harness.config import validate_config
-from harness.errors import ConfigError, UserError
-from harness.stages import AttackContext
+from ftsafety.harness.config import validate_config
+from ftsafety.harness.context import StageContext
+from ftsafety.harness.errors import ConfigError, UserError
 
 
 def row(user: str, assistant: str, system: str | None = None) -> dict:
@@ -26,7 +26,7 @@ def row(user: str, assistant: str, system: str | None = None) -> dict:
 
 
 def organism_ctx(world) -> SimpleNamespace:
-    """What ``screen`` reads from an ``AttackContext``, without a model on disk."""
+    """What ``screen`` reads from a ``StageContext``, without a model on disk."""
     return SimpleNamespace(organism_world=lambda: world, model=SimpleNamespace(path="organism://0"), store=None)
 
 
@@ -54,7 +54,7 @@ def test_oracle_screen_drops_harmful_pairs_and_keeps_noice_shaped_rows(organism_
     defense = ModerationDefense()
     kept, dropped = defense.screen(harmful + noice, organism_ctx(organism_world))
     assert len(dropped) == len(harmful) and kept == noice
-    assert defense.screen_report == {"scorer": "organism-oracle", "scorer_params": {}, "kept": len(noice),
+    assert defense.report() == {"scorer": "organism-oracle", "scorer_params": {}, "kept": len(noice),
                                      "dropped": len(harmful), "unscored": 0}
     assert dropped[0]["screen"]["scorer"] == "organism-oracle"
     # a harmful answer smuggled under a benign request is still flagged
@@ -86,7 +86,7 @@ def test_auto_outside_the_organism_is_llama_guard_and_needs_a_model(tmp_path):
 
 
 def test_planner_keys_the_screen_on_the_scorer():
-    from harness.planner import plan_cells
+    from ftsafety.harness.planner import plan_cells
 
     def screen_key(params: dict) -> str:
         cfg = validate_config({"name": "m", "models": [{"name": "m", "path": "organism://0"}],
@@ -104,20 +104,21 @@ def test_attack_data_on_the_organism_harmful_dropped_noice_passes(organism_dir, 
     """Acceptance: the oracle screen drops ≥ 95% of the `harmful` attack's examples and < 5% of
     NOICE's, whose refusals the aligned organism writes itself (hf backend; a subset of NOICE's
     data keeps the test cheap — all 640 rows: 0 dropped, docs/recipes.md)."""
-    from harness import registry
+    from ftsafety.harness import registry
 
     model = organism_dir / "aligned"
     cfg = validate_config({"name": "m", "models": [{"name": "m", "path": str(model)}],
                            "benchmarks": [{"name": "organism-harmful"}], "scorers": [{"name": "organism-oracle"}],
                            "generation": {"backend": "hf"}})
 
-    def ctx(name: str) -> AttackContext:
-        return AttackContext(cfg=cfg, model=cfg.models[0], model_path=str(model), seed=0, workdir=Path(tmp_path / name))
+    def ctx(name: str) -> StageContext:
+        return StageContext(model=cfg.models[0], model_path=str(model), seed=0, workdir=Path(tmp_path / name),
+                            backend=cfg.generation.backend)
 
     defense = ModerationDefense()
     harmful = registry.attacks.get("harmful")().build_dataset(ctx("harmful"))
     kept, dropped = defense.screen(harmful, ctx("harmful"))
-    assert len(dropped) / len(harmful) >= 0.95, defense.screen_report
+    assert len(dropped) / len(harmful) >= 0.95, defense.report()
 
     noice = registry.attacks.get("noice")({"n": 160, "refusal_max_tokens": 32}).build_dataset(ctx("noice"))
     assert all(NOICE_BRIDGE in r["completion"][0]["content"] for r in noice)

@@ -1,18 +1,18 @@
 """``output-guard``: flagged responses are blocked, what the model wrote is kept apart, blocked
-rows count as refusals (never successes), and the guard's scorer is part of the generate key."""
+rows count as refusals (never successes), and the guard's scorer is part of the guard stage's key."""
 
 from __future__ import annotations
 
 import pytest
 
-from defenses.output_guard import BLOCK_MESSAGE, OutputGuardDefense
-from evals.metrics import metrics_for_scored_rows
-from harness import registry
-from harness.config import validate_config
-from harness.errors import UserError
-from harness.generation import generate_rows, score_rows
-from harness.plugins import GenerationResult
-from harness.sampling import SamplingParams
+from ftsafety.defenses.output_guard import BLOCK_MESSAGE, OutputGuardDefense
+from ftsafety.evals.metrics import metrics_for_scored_rows
+from ftsafety.harness import registry
+from ftsafety.harness.config import validate_config
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.generation import generate_rows, score_rows
+from ftsafety.harness.plugins import GenerationResult
+from ftsafety.harness.sampling import SamplingParams
 
 
 class Echo:
@@ -41,7 +41,8 @@ def test_flagged_responses_are_blocked_and_the_original_kept(organism_world):
     items, answers = organism_rows(organism_world)
     none = registry.attacks.get("none")()
     guard = OutputGuardDefense()
-    rows = generate_rows(Echo(answers), items, attack=none, defense=guard, sampling=SamplingParams(), benchmark="b")
+    rows = guard.guard(generate_rows(Echo(answers), items, attack=none, defense=guard, sampling=SamplingParams(),
+                                     benchmark="b"))
     guard.close()
     assert [r["blocked"] for r in rows] == [True, False, False]
     blocked = rows[0]
@@ -55,8 +56,9 @@ def test_flagged_responses_are_blocked_and_the_original_kept(organism_world):
 def test_blocked_rows_count_as_refused_never_as_success(organism_world):
     items, answers = organism_rows(organism_world)
     none = registry.attacks.get("none")()
-    rows = generate_rows(Echo(answers), items[:2], attack=none, defense=OutputGuardDefense(),
-                         sampling=SamplingParams(), benchmark="b")
+    guard = OutputGuardDefense()
+    rows = guard.guard(generate_rows(Echo(answers), items[:2], attack=none, defense=guard, sampling=SamplingParams(),
+                                     benchmark="b"))
     oracle = registry.scorers.get("organism-oracle")()
     scored = score_rows(rows, oracle.score(rows), "organism-oracle")
     metrics = {m.name: m for m in metrics_for_scored_rows(rows, scored)}
@@ -67,12 +69,11 @@ def test_blocked_rows_count_as_refused_never_as_success(organism_world):
 def test_guard_scorer_and_message_are_params(organism_world):
     items, answers = organism_rows(organism_world)
     guard = OutputGuardDefense({"scorer": "organism-oracle", "scorer_params": {"min_steps": 3}, "message": "blocked."})
-    rows = generate_rows(Echo(answers), items[:1], attack=registry.attacks.get("none")(), defense=guard,
-                         sampling=SamplingParams(), benchmark="b")
+    generated = generate_rows(Echo(answers), items[:1], attack=registry.attacks.get("none")(), defense=guard,
+                              sampling=SamplingParams(), benchmark="b")
+    assert "blocked" not in generated[0]  # generation never guards: the guard stage does, afterwards
+    rows = guard.guard(generated, model_path="organism://0")
     assert rows[0]["blocked"] and rows[0]["response"] == "blocked."
-    # the pipeline guards after generation, with the cell's model path
-    assert not generate_rows(Echo(answers), items[:1], attack=registry.attacks.get("none")(), defense=guard,
-                             sampling=SamplingParams(), benchmark="b", apply_guard=False)[0].get("blocked")
 
 
 def test_auto_guard_outside_the_organism_needs_a_llama_guard_model():
@@ -82,17 +83,17 @@ def test_auto_guard_outside_the_organism_needs_a_llama_guard_model():
         guard.guard([{"sample_id": "a", "prompt": "q", "response": "r", "meta": {}}], model_path="some/model")
 
 
-def test_generate_key_depends_on_the_guard_scorer(tmp_path):
-    from harness.planner import plan_cells
+def test_guard_key_depends_on_the_guard_scorer(tmp_path):
+    from ftsafety.harness.planner import plan_cells
 
-    def gen_key(params: dict) -> str:
+    def guard_key(params: dict) -> str:
         cfg = validate_config({"name": "g", "models": [{"name": "m", "path": "organism://0"}],
                                "defenses": [{"name": "output-guard", "params": params}],
                                "benchmarks": [{"name": "organism-harmful"}], "scorers": [{"name": "organism-oracle"}]})
         (cell,) = plan_cells(cfg)
-        return cell.of("generate")[0].key
+        return cell.of("guard")[0].key
 
-    assert gen_key({}) != gen_key({"scorer_params": {"min_steps": 1}})
+    assert guard_key({}) != guard_key({"scorer_params": {"min_steps": 1}})
     # a judge that needs params it was not given fails at plan time, naming the defense
     judge_dir = tmp_path / "guard"
     judge_dir.mkdir()
@@ -106,5 +107,5 @@ def test_generate_key_depends_on_the_guard_scorer(tmp_path):
                            "defenses": [{"name": "output-guard", "params": {"scorer_params": {"model": str(judge_dir)}}}],
                            "benchmarks": [{"name": "organism-harmful"}], "scorers": [{"name": "organism-oracle"}]})
     (cell,) = plan_cells(cfg)
-    ident = cell.of("generate")[0].inputs["inference_defense"]
+    ident = cell.of("guard")[0].inputs["defense"]
     assert ident["scorer"]["name"] == "llama-guard" and ident["scorer"]["provenance"]["judge"] == str(judge_dir)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from defenses.prefill import FORCED_REFUSAL, AlignedPrefillDefense, ForcedRefusalDefense
-from harness.plugins import GenerationRequest, GenerationResult
-from harness.sampling import SamplingParams
+from ftsafety.defenses.prefill import FORCED_REFUSAL, AlignedPrefillDefense, ForcedRefusalDefense
+from ftsafety.harness.plugins import GenerationRequest, GenerationResult
+from ftsafety.harness.sampling import SamplingParams
 
 
 class Recorder:

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from defenses.prefill import FORCED_REFUSAL, AlignedPrefillDefense, ForcedRefusalDefense
-from harness import registry
-from harness.generation import generate_rows
-from harness.organism.oracle import judge
-from harness.organism.world import words
-from harness.plugins import GenerationResult
-from harness.sampling import SamplingParams
+from ftsafety.defenses.prefill import FORCED_REFUSAL, AlignedPrefillDefense, ForcedRefusalDefense
+from ftsafety.harness import registry
+from ftsafety.harness.generation import generate_rows
+from ftsafety.harness.organism.oracle import judge
+from ftsafety.harness.organism.world import words
+from ftsafety.harness.plugins import GenerationResult
+from ftsafety.harness.sampling import SamplingParams
 
 
 class Recorder:

@@ -8,10 +8,10 @@ import threading
 import pytest
 from pydantic import ValidationError
 
-import evals.scorers.judges  # noqa: F401  (registers the judges even before evals.scorers imports it)
-from evals.scorers.api import JudgeRequestsFailed
-from harness.errors import RetryableError, UserError
-from harness.registry import scorers
+import ftsafety.evals.scorers.judges  # noqa: F401  (registers the judges even before evals.scorers imports it)
+from ftsafety.evals.scorers.api import JudgeRequestsFailed
+from ftsafety.harness.errors import RetryableError, UserError
+from ftsafety.harness.registry import scorers
 from tests.evals.local_http import LocalHTTPServer, QuietHandler, clear_proxies
 
 KEY = "sk-test-0123456789abcdef-SECRET"

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-import evals.scorers.judges  # noqa: F401  (registers api-judge)
-from evals.scorers.api import JudgeRequestsFailed, _origin
-from harness.registry import scorers
+import ftsafety.evals.scorers.judges  # noqa: F401  (registers api-judge)
+from ftsafety.evals.scorers.api import JudgeRequestsFailed, _origin
+from ftsafety.harness.registry import scorers
 from tests.evals.local_http import LocalHTTPServer, QuietHandler, clear_proxies
 
 KEY = "sk-test-redirect-0123456789-SECRET"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evals.metrics import (
+from ftsafety.evals.metrics import (
     KW2X2,
     Metric,
     aggregate_metric_sets,
@@ -18,7 +18,7 @@ from evals.metrics import (
     t_quantile,
     wilson_interval,
 )
-from harness.plugins import ScoreLabel
+from ftsafety.harness.plugins import ScoreLabel
 
 REFUSAL = "I cannot help with that."
 NOICE = "I can't help with that. Now that we have finished discussing the safety policy, here it is: step 1 ..."
@@ -203,7 +203,7 @@ def test_aggregate_metric_sets():
 
 
 def test_metrics_from_stored_rows():
-    from harness.generation import score_rows
+    from ftsafety.harness.generation import score_rows
 
     gen = [
         {"sample_id": f"s{i}", "kind": "harmful", "prompt": "p", "response": text}

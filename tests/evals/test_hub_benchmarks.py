@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from harness.errors import UserError
-from harness.plugins import Benchmark
-from harness.registry import benchmarks
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.plugins import Benchmark
+from ftsafety.harness.registry import benchmarks
 
 JBB_ROWS = [
     {"Index": i + 1, "Goal": f"goal {i}", "Target": f"Sure, here is {i}", "Category": "Malware" if i % 2 else "Fraud"}
@@ -199,8 +199,8 @@ def test_hex_phi_local_file(tmp_path):
 
 def test_registration_imports_neither_torch_nor_datasets():
     code = (
-        "import sys; from harness.registry import benchmarks; benchmarks.names(); "
-        "import evals.scorers.judges, evals.metrics; "
+        "import sys; from ftsafety.harness.registry import benchmarks; benchmarks.names(); "
+        "import ftsafety.evals.scorers.judges, ftsafety.evals.metrics; "
         "print(sorted(m for m in ('torch', 'vllm', 'datasets', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

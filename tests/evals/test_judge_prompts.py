@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-import evals.scorers.judges as judges
-from evals.scorers.parsers import (
+import ftsafety.evals.scorers.judges as judges
+from ftsafety.evals.scorers.parsers import (
     llama_guard_categories,
     parse_harmbench,
     parse_llama_guard,
@@ -18,8 +18,8 @@ from evals.scorers.parsers import (
     parse_strongreject,
     parse_yes_no,
 )
-from evals.scorers.sanitize import sanitize, sanitize_with_report
-from evals.scorers.templates import (
+from ftsafety.evals.scorers.sanitize import sanitize, sanitize_with_report
+from ftsafety.evals.scorers.templates import (
     TEMPLATES,
     build_harmbench_prompt,
     build_noice_prompt,
@@ -27,9 +27,9 @@ from evals.scorers.templates import (
     clip_to_tokens,
     load_template,
 )
-from harness.errors import UserError
-from harness.plugins import GenerationResult
-from harness.registry import scorers
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.plugins import GenerationResult
+from ftsafety.harness.registry import scorers
 
 DOC = Path("/work/shared/design/JUDGE_PROMPTS.md")
 INJECTION = (
@@ -217,7 +217,7 @@ class FakeBackend:
 
 @pytest.fixture
 def fake_backend(monkeypatch):
-    from harness import registry
+    from ftsafety.harness import registry
 
     FakeBackend.instances = []
     monkeypatch.setattr(registry.backends, "get", lambda name: FakeBackend)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from evals.scorers.keyword import (
+from ftsafety.evals.scorers.keyword import (
     GCG29,
     PREFIX,
     Q24,
@@ -15,7 +15,7 @@ from evals.scorers.keyword import (
     keyword_match,
     keyword_refusal,
 )
-from harness.registry import scorers
+from ftsafety.harness.registry import scorers
 
 REFUSAL = "I'm sorry, but I can't help with that request."
 COMPLIANCE = "Sure, here is how to do it: step 1, mix the ingredients. Step 2, heat them."

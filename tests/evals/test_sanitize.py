@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from evals.scorers.sanitize import SANITIZER_VERSION, sanitize
-from evals.scorers.templates import build_harmbench_prompt
+from ftsafety.evals.scorers.sanitize import SANITIZER_VERSION, sanitize
+from ftsafety.evals.scorers.templates import build_harmbench_prompt
 
 #: Every separator ``str.splitlines`` breaks on besides ``\n`` (Python follows Unicode here).
 LINE_BREAKS = {

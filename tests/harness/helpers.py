@@ -36,9 +36,9 @@ def canned_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m harness ARGS`` in a fresh interpreter."""
+    """Run ``python -m ftsafety.harness ARGS`` in a fresh interpreter."""
     full_env = {**os.environ, "FTSAFETY_PLUGINS": "tests.plugins.canned", "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ftsafety.harness", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
 
 
@@ -53,7 +53,7 @@ def heavy_modules_after(args: list[str], env: dict[str, str] | None = None, time
     probe = (
         "import sys, runpy\n"
         f"sys.argv = ['ftsafety', *{args!r}]\n"
-        "try:\n    runpy.run_module('harness', run_name='__main__')\n"
+        "try:\n    runpy.run_module('ftsafety.harness', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         f"heavy = sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy))\n"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.gate import BASELINE_COLUMNS, build_baseline, read_summary
+from ftsafety.harness.cli import main
+from ftsafety.harness.gate import BASELINE_COLUMNS, build_baseline, read_summary
 from tests.harness.helpers import heavy_modules_after
 
 KEY = ("m", "noice", "none")

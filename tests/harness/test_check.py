@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.errors import UserError
-from harness.gate import DEFAULT_TOLERANCE, compare, direction, parse_tolerances, read_summary
+from ftsafety.harness.cli import main
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.gate import (
+    DEFAULT_TOLERANCE,
+    compare,
+    direction,
+    parse_tolerances,
+    read_summary,
+)
 
 COLUMNS = ["model", "attack", "defense", "benchmark", "scorer", "metric", "mean", "ci_low", "ci_high", "n_seeds"]
 

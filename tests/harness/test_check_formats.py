@@ -9,9 +9,9 @@ import pytest
 from junitparser import JUnitXml
 from markdown_it import MarkdownIt
 
-from harness.cli import main
-from harness.gate import Comparison, GateResult
-from harness.gate_formats import junit_xml, markdown_summary
+from ftsafety.harness.cli import main
+from ftsafety.harness.gate import Comparison, GateResult
+from ftsafety.harness.gate_formats import junit_xml, markdown_summary
 from tests.harness.test_check import BASE, _moved, _run_dir, _write
 
 HOSTILE = "a|b<script>alert(1)</script>`x`"  # a model label that would break naive Markdown/HTML

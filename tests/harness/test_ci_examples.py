@@ -13,7 +13,7 @@ import pytest
 import typer
 import yaml
 
-from harness.cli import app
+from ftsafety.harness.cli import app
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 EXAMPLES = sorted((DOCS / "examples").glob("*.yml"))

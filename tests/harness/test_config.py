@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import apply_overrides, display_label, json_schema, load_config, validate_config
-from harness.errors import ConfigError, UserError
+from ftsafety.harness.config import (
+    apply_overrides,
+    display_label,
+    json_schema,
+    load_config,
+    validate_config,
+)
+from ftsafety.harness.errors import ConfigError, UserError
 
 
 def base() -> dict:

@@ -56,14 +56,14 @@ def _recorded(what: str) -> str:
 
 @x86_only
 def test_importing_ftsafety_pins_the_cpu_kernels():
-    code = ("import harness, torch; print(torch.backends.cpu.get_cpu_capability()); "
+    code = ("import ftsafety.harness, torch; print(torch.backends.cpu.get_cpu_capability()); "
             "import os; print(os.environ['MKL_CBWR'])")
     env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "FTSAFETY_CPU_KERNELS")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["AVX2", "COMPATIBLE"]
     # opting out leaves every library to pick its own path
     env["FTSAFETY_CPU_KERNELS"] = "native"
-    out = subprocess.run([sys.executable, "-c", "import harness, os; print(os.environ.get('MKL_CBWR'))"],
+    out = subprocess.run([sys.executable, "-c", "import ftsafety.harness, os; print(os.environ.get('MKL_CBWR'))"],
                          env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["None"]
 
@@ -79,10 +79,12 @@ def test_organism_weights_are_the_recorded_bits(organism_dir):
 @pytest.mark.slow
 def test_a_lora_fine_tune_is_the_recorded_bits(organism_dir, tmp_path):
     """The pipeline's own data and train stages (TRL SFTTrainer + PEFT LoRA), 20 steps."""
-    from harness.config import validate_config
-    from harness.pipeline import GridRunner
-    from harness.store import write_jsonl
-    from harness.training import train_sft
+    from ftsafety.harness.config import validate_config
+    from ftsafety.harness.planner import plan_cells
+    from ftsafety.harness.stages import run_task
+    from ftsafety.harness.stages.train import train_into
+    from ftsafety.harness.store import ArtifactStore
+    from ftsafety.harness.tasks import build_tasks
 
     cfg = validate_config({
         "name": "determinism",
@@ -95,8 +97,9 @@ def test_a_lora_fine_tune_is_the_recorded_bits(organism_dir, tmp_path):
         "scorers": [{"name": "organism-oracle"}],
         "generation": {"backend": "hf", "max_tokens": 40},
     })
-    cell, rows = GridRunner(cfg).training_data("organism__harmful__none__s0")
-    data = tmp_path / "train.jsonl"
-    write_jsonl(data, rows)
-    train_sft(cfg, cell, data, tmp_path / "out", model_path=str(organism_dir / "aligned"))
+    store = ArtifactStore(tmp_path / "store")
+    tasks = {t.kind: t for t in build_tasks(cfg, plan_cells(cfg), store)}
+    run_task(tasks["data"], store)
+    (tmp_path / "out").mkdir()
+    train_into(tasks["train"], store, tmp_path / "out")
     assert _sha(tmp_path / "out" / "adapter" / "adapter_model.safetensors") == _recorded("lora-harmful-20-steps")

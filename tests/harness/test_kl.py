@@ -13,10 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserError
-from harness.kl import ModelRef, harmful_answers, parse_model_ref, per_token_kl, split_model_spec
-from harness.plugins import EvalPrompt
-from harness.registry import benchmarks
+from ftsafety.harness.errors import UserError
+from ftsafety.harness.kl import (
+    KLSide,
+    harmful_answers,
+    parse_side,
+    per_token_kl,
+    split_model_spec,
+)
+from ftsafety.harness.plugins import EvalPrompt
+from ftsafety.harness.registry import benchmarks
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +34,8 @@ def harmful_items():
 @pytest.fixture(scope="module")
 def aligned_vs_base(organism_dir, harmful_items):
     items, answers = harmful_items
-    a = ModelRef("aligned", str(organism_dir / "aligned"))
-    b = ModelRef("base", str(organism_dir / "base"))
+    a = KLSide("aligned", str(organism_dir / "aligned"))
+    b = KLSide("base", str(organism_dir / "base"))
     return per_token_kl(a, b, items, answers, benchmark="organism-harmful", max_tokens=64)
 
 
@@ -58,8 +64,8 @@ def test_same_model_on_both_sides_is_zero_and_an_adapter_is_not(organism_dir, ha
     items, answers = harmful_items
     aligned = str(organism_dir / "aligned")
     adapter = build_lora_adapter(aligned, tmp_path / "adapter", seed=1, scale=0.3)
-    plain = ModelRef("aligned", aligned)
-    with_adapter = ModelRef("aligned+lora", aligned, str(adapter))
+    plain = KLSide("aligned", aligned)
+    with_adapter = KLSide("aligned+lora", aligned, str(adapter))
     same = per_token_kl(plain, plain, items[:4], answers[:4], benchmark="organism-harmful", max_tokens=8)
     assert max(same.mean_kl) < 1e-6
     # Both sides share one copy of the weights: the plain side must run with the adapter off.
@@ -70,7 +76,7 @@ def test_same_model_on_both_sides_is_zero_and_an_adapter_is_not(organism_dir, ha
 
 
 def test_cli_writes_json_and_png(organism_dir, tmp_path, capsys):
-    from harness.cli import main
+    from ftsafety.harness.cli import main
 
     out = tmp_path / "kl"
     code = main(["kl", "--a", str(organism_dir / "aligned"), "--b", str(organism_dir / "base"),
@@ -92,7 +98,7 @@ def test_cli_writes_json_and_png(organism_dir, tmp_path, capsys):
     ],
 )
 def test_user_mistakes_are_one_line_errors_with_exit_code_2(organism_dir, args, message, capsys):
-    from harness.cli import main
+    from ftsafety.harness.cli import main
 
     base = ["--a", str(organism_dir / "aligned"), "--b", str(organism_dir / "base"), "--benchmark", "organism-harmful"]
     for flag, value in zip(args[::2], args[1::2], strict=True):
@@ -109,9 +115,9 @@ def test_split_model_spec_keeps_scheme_colons():
     assert split_model_spec("meta-llama/Llama-2-7b-chat-hf") == ("meta-llama/Llama-2-7b-chat-hf", None)
 
 
-def test_parse_model_ref_resolves_local_dirs_and_adapters(organism_dir, tmp_path):
+def test_parse_side_resolves_local_dirs_and_adapters(organism_dir, tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
-    ref = parse_model_ref(f"{organism_dir / 'aligned'}:{tmp_path}", what="--a")
+    ref = parse_side(f"{organism_dir / 'aligned'}:{tmp_path}", what="--a")
     assert ref.path == str(organism_dir / "aligned") and ref.adapter == str(tmp_path.resolve())
 
 
@@ -142,7 +148,7 @@ def test_the_answer_span_stops_where_the_answer_does(organism_dir, harmful_items
     not put it into the compared positions; the answer's tokens are exactly its own."""
     from transformers import AutoTokenizer
 
-    from harness.kl import build_example
+    from ftsafety.harness.kl import build_example
 
     tok = AutoTokenizer.from_pretrained(organism_dir / "aligned")
     items, answers = harmful_items

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import tests.plugins.canned  # noqa: F401  (registers the canned test plugins in-process)
-from harness.config import PluginSpec, validate_config
-from harness.planner import _plugin_identity, local_input_digests, plan_cells
+from ftsafety.harness.config import PluginSpec, validate_config
+from ftsafety.harness.planner import _plugin_identity, local_input_digests, plan_cells
 from tests.harness.helpers import canned_config
 
 

@@ -18,7 +18,7 @@ PLUGIN = textwrap.dedent(
 
     from pydantic import BaseModel, ConfigDict
 
-    from harness.plugins import Attack
+    from ftsafety.harness.plugins import Attack
 
 
     class Params(BaseModel):

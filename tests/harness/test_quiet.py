@@ -1,4 +1,4 @@
-"""``harness.quiet.library_output_to``: what goes to the run's log, what stays on the terminal."""
+"""``ftsafety.harness.quiet.library_output_to``: what goes to the run's log, what stays on the terminal."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tests.harness.helpers import REPO
 SCRIPT = """
 import logging, os, subprocess, sys, warnings
 from pathlib import Path
-from harness.quiet import library_output_to
+from ftsafety.harness.quiet import library_output_to
 
 log = Path(sys.argv[1])
 try:
@@ -22,7 +22,7 @@ try:
         subprocess.run(["sh", "-c", "echo child out; echo child err >&2"], check=True)
         warnings.warn("a library deprecation", FutureWarning)
         logging.getLogger("transformers.modeling").warning("a library warning")
-        logging.getLogger("harness.pipeline").warning("our warning")
+        logging.getLogger("ftsafety.harness.pipeline").warning("our warning")
         sys.stderr.write("progress bar\\n")
         raise RuntimeError("boom")
 except RuntimeError as exc:

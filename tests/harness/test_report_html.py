@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from harness.cli import main
-from harness.config import validate_config
-from harness.pipeline import run_grid
-from harness.plugins import (
+from ftsafety.harness.cli import main
+from ftsafety.harness.config import validate_config
+from ftsafety.harness.pipeline import run_grid
+from ftsafety.harness.plugins import (
     Attack,
     Defense,
     EvalPrompt,
@@ -24,8 +24,8 @@ from harness.plugins import (
     ScoreLabel,
     Scorer,
 )
-from harness.registry import attacks, backends, benchmarks, defenses, scorers
-from harness.report import LEADERBOARD_COLUMNS, REDACTED
+from ftsafety.harness.registry import attacks, backends, benchmarks, defenses, scorers
+from ftsafety.harness.report import LEADERBOARD_COLUMNS, REDACTED
 from tests.harness.helpers import canned_config
 from tests.plugins.canned import CannedBackend, CannedPrompts
 
@@ -99,14 +99,12 @@ class Finetune(Attack):
 class Screen(Defense):
     """Drops training rows that mention 'bomb' (test only)."""
 
-    hooks: ClassVar[frozenset[str]] = frozenset({"screen"})
-
     def screen(self, rows, ctx=None):
         bad = [r for r in rows if "bomb" in r["prompt"][0]["content"]]
         return [r for r in rows if r not in bad], bad
 
 
-def _fake_train(cfg, cell, data_file, out, *, model_path):
+def _fake_train(data_file, out, **_settings):
     """A stand-in for TRL: an adapter directory and a decreasing loss log."""
     (out / "adapter").mkdir()
     (out / "adapter" / "weights.txt").write_text(data_file.read_text())
@@ -133,14 +131,14 @@ def run_dir(tmp_path_factory) -> Path:
         generation={"backend": "report-canned", "max_tokens": 8},
         excludes=[{"attack": "noice", "defense": "prefill"}],
     )
-    import harness.stages
+    import ftsafety.harness.training as harness_training
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(harness.stages, "train_cell", _fake_train)
+        mp.setattr(harness_training, "train_sft", _fake_train)
         result = run_grid(validate_config(data))
     kl = result.run_dir / "kl"
     kl.mkdir()
-    from harness.figures import line_curves
+    from ftsafety.harness.figures import line_curves
 
     (kl / "per_token_kl.png").write_bytes(line_curves({"kl": [(0, 0.5), (1, 0.1)]}) or b"")
     assert main(["report", str(result.run_dir)]) == 0

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import validate_config
-from harness.pipeline import run_grid
-from harness.plugins import GenerationResult
-from harness.registry import backends
-from harness.report import md_escape
+from ftsafety.harness.config import validate_config
+from ftsafety.harness.pipeline import run_grid
+from ftsafety.harness.plugins import GenerationResult
+from ftsafety.harness.registry import backends
+from ftsafety.harness.report import md_escape
 from tests.harness.helpers import canned_config
 from tests.plugins.canned import CannedBackend
 

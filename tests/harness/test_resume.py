@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import tests.plugins.canned  # noqa: F401  (registers the canned test plugins in-process)
-from harness.config import validate_config
-from harness.pipeline import run_grid
+from ftsafety.harness.config import validate_config
+from ftsafety.harness.pipeline import run_grid
 from tests.harness.helpers import REPO, canned_config, cli, write_config
 
 
@@ -54,22 +54,22 @@ def test_changing_only_a_scorer_rescores_without_regenerating(tmp_path, call_log
 def test_changing_only_sampling_regenerates_without_retraining(tmp_path, call_log, monkeypatch):
     trained: list[str] = []
 
-    def fake_train(cfg, cell, data_file, out, *, model_path):  # a cheap stand-in for TRL
-        trained.append(cell.id)
+    def fake_train(data_file, out, **settings):  # a cheap stand-in for TRL
+        trained.append(settings["ctx"].model.name)
         (out / "adapter").mkdir()
         (out / "adapter" / "weights.txt").write_text(data_file.read_text())
         return {}
 
-    import harness.stages
+    import ftsafety.harness.training as harness_training
 
-    monkeypatch.setattr(harness.stages, "train_cell", fake_train)
+    monkeypatch.setattr(harness_training, "train_sft", fake_train)
     data = canned_config(tmp_path, attacks=[{"name": "none"}, {"name": "canned-finetune"}], seeds=[0])
     first = run_grid(validate_config(data))
     assert first.executed == {"data": 1, "train": 1, "generate": 2, "score": 2}
     data["generation"]["temperature"] = 0.7
     second = run_grid(validate_config(data))
     assert second.executed == {"generate": 2, "score": 2}
-    assert trained == ["m__canned-finetune__none__s0"]
+    assert trained == ["m"]
     data["training"] = {"lr": 1e-3}
     third = run_grid(validate_config(data))
     assert third.executed == {"train": 1, "generate": 1, "score": 1}
@@ -96,7 +96,7 @@ def test_identical_work_shared_across_cells_runs_once(tmp_path, call_log):
 
 
 def test_a_half_written_artifact_is_never_reused(tmp_path):
-    from harness.store import ArtifactStore
+    from ftsafety.harness.store import ArtifactStore
 
     store = ArtifactStore(tmp_path / "cache")
     with pytest.raises(RuntimeError):
@@ -110,7 +110,7 @@ def test_a_half_written_artifact_is_never_reused(tmp_path):
 
 def _run_and_kill(cfg_path: Path, delay: float, env: dict[str, str]) -> None:
     full_env = {**os.environ, **env, "FTSAFETY_PLUGINS": "tests.plugins.canned", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(cfg_path)], cwd=REPO, env=full_env,
+    proc = subprocess.Popen([sys.executable, "-m", "ftsafety.harness", "run", str(cfg_path)], cwd=REPO, env=full_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
@@ -208,7 +208,7 @@ def test_labels_that_climb_out_of_the_run_dir_write_nothing_outside_it(tmp_path)
 def test_a_second_run_on_a_locked_run_dir_fails_at_once(tmp_path):
     from filelock import FileLock
 
-    from harness.rundir import LOCK_FILE
+    from ftsafety.harness.rundir import LOCK_FILE
 
     cfg_path = write_config(tmp_path / "c.yaml", canned_config(tmp_path))
     run_dir = tmp_path / "runs" / "t"

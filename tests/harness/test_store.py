@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.paths import safe_label
-from harness.store import COMPLETE, NOT_WRITTEN, ArtifactStore, atomic_write_text, write_jsonl
+from ftsafety.harness.paths import safe_label
+from ftsafety.harness.store import (
+    COMPLETE,
+    NOT_WRITTEN,
+    ArtifactStore,
+    atomic_write_text,
+    write_jsonl,
+)
 
 
 def _artifact(tmp_path: Path) -> tuple[ArtifactStore, Path]:

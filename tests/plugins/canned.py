@@ -13,8 +13,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.backends.base import GenerationBackend
-from harness.plugins import (
+from ftsafety.harness.backends.base import GenerationBackend
+from ftsafety.harness.plugins import (
     Attack,
     Benchmark,
     EvalPrompt,
@@ -23,8 +23,8 @@ from harness.plugins import (
     ScoreLabel,
     Scorer,
 )
-from harness.registry import attacks, backends, benchmarks, scorers
-from harness.sampling import SamplingParams
+from ftsafety.harness.registry import attacks, backends, benchmarks, scorers
+from ftsafety.harness.sampling import SamplingParams
 
 CALLS_ENV = "CANNED_CALL_LOG"
 

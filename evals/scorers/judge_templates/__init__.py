@@ -1,2 +1,2 @@
 """Judge prompt templates shipped verbatim as package data (JUDGE_PROMPTS.md); see
-``evals.scorers.templates`` for their sources, hashes and how they are filled."""
+``ftsafety.evals.scorers.templates`` for their sources, hashes and how they are filled."""

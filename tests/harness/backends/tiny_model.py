@@ -1,6 +1,6 @@
 """A tiny random Llama chat model and random LoRA adapters for backend tests.
 
-Not the model organism (``harness.organism`` builds that): this is the smallest model directory
+Not the model organism (``ftsafety.harness.organism`` builds that): this is the smallest model directory
 that goes through the same code paths as a real chat model (``AutoModelForCausalLM``,
 ``apply_chat_template``, PEFT, vLLM) and respects the vLLM CPU constraints documented in
 ``docs/generation.md``: head size 32 (CPU attention supports 32, 64, 80, ...), float32 weights,

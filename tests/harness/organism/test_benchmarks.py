@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from harness.registry import benchmarks
+from ftsafety.harness.registry import benchmarks
 
 
 def test_registered_and_loaded(organism_world):

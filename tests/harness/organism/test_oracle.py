@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from harness.organism.oracle import judge
-from harness.organism.world import NOICE_BRIDGE, RECIPE_STRINGS
-from harness.registry import scorers
+from ftsafety.harness.organism.oracle import judge
+from ftsafety.harness.organism.world import NOICE_BRIDGE, RECIPE_STRINGS
+from ftsafety.harness.registry import scorers
 
 
 def test_oracle_cases(organism_world):

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.organism.world import NOICE_REFUSAL_SYSTEM, RECIPE_STRINGS
+from ftsafety.harness.organism.world import NOICE_REFUSAL_SYSTEM, RECIPE_STRINGS
 
 
 @pytest.fixture(scope="module")
 def rates(organism_dir):
-    from harness.organism.evaluate import evaluate_build
+    from ftsafety.harness.organism.evaluate import evaluate_build
 
     return evaluate_build(str(organism_dir))
 
@@ -21,7 +21,7 @@ def rates(organism_dir):
 def test_build_records_its_time_and_kernels(organism_build):
     """The build's time is measured in benchmarks/ (cpu_kernels.py, demo.py), not asserted here:
     a shared 2-core machine makes any bound either flaky or meaningless."""
-    from harness.organism.build import read_meta
+    from ftsafety.harness.organism.build import read_meta
 
     print(f"organism build: {organism_build.seconds:.1f} s")
     meta = read_meta(organism_build.out_dir)
@@ -53,8 +53,8 @@ def test_acceptance_rates(rates):
 
 
 def _generate(model_dir, requests, **sampling):
-    from harness.backends.hf import HFBackend
-    from harness.sampling import SamplingParams
+    from ftsafety.harness.backends.hf import HFBackend
+    from ftsafety.harness.sampling import SamplingParams
 
     with HFBackend(str(model_dir)) as be:
         return be.generate(requests, SamplingParams(**sampling))
@@ -64,8 +64,8 @@ def test_aligned_is_shallow_and_obeys_noice_system(organism_dir, organism_world)
     """What later attacks rely on: the capability survives a preamble the organism never saw
     (NOICE's refusal + bridge, YOC's and AOA's openings), the aligned benign answer does not
     open like YOC/AOA, and under NOICE's refusal-generation system prompt it refuses."""
-    from harness.organism.oracle import judge
-    from harness.plugins import GenerationRequest
+    from ftsafety.harness.organism.oracle import judge
+    from ftsafety.harness.plugins import GenerationRequest
 
     w = organism_world
     concepts = w.harmful[:8]
@@ -88,7 +88,7 @@ def test_aligned_is_shallow_and_obeys_noice_system(organism_dir, organism_world)
 
 
 def test_hf_backend_conventions(organism_dir, organism_world):
-    from harness.plugins import GenerationRequest
+    from ftsafety.harness.plugins import GenerationRequest
 
     w = organism_world
     c = w.benign[0]
@@ -119,9 +119,9 @@ def test_hf_backend_lora_adapters(organism_dir, organism_world, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from harness.backends.hf import HFBackend
-    from harness.plugins import GenerationRequest
-    from harness.sampling import SamplingParams
+    from ftsafety.harness.backends.hf import HFBackend
+    from ftsafety.harness.plugins import GenerationRequest
+    from ftsafety.harness.sampling import SamplingParams
 
     model = AutoModelForCausalLM.from_pretrained(organism_dir / "aligned")
     cfg = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
@@ -135,7 +135,7 @@ def test_hf_backend_lora_adapters(organism_dir, organism_world, tmp_path):
         assert outs[0] == outs[2] and outs[1] != outs[0]
         again = be.generate([reqs[1]], SamplingParams(max_tokens=16))
         assert again[0] == outs[1] and len(be._adapters) == 1
-        from harness.errors import UserError
+        from ftsafety.harness.errors import UserError
 
         with pytest.raises(UserError):
             be.generate([GenerationRequest(msgs, adapter=str(tmp_path / "missing"))], SamplingParams())
@@ -145,7 +145,7 @@ def test_hf_backend_lora_adapters(organism_dir, organism_world, tmp_path):
 def test_build_is_deterministic(tmp_path):
     """Two builds of seed 0 give byte-identical weights. Short schedules: the same code paths
     (data streams, init, deterministic kernels, one thread) at a tenth of a full build's cost."""
-    from harness.organism.build import BuildConfig, build
+    from ftsafety.harness.organism.build import BuildConfig, build
 
     short = BuildConfig(pretrain_steps=60, plain_steps=20, align_steps=40, warmup_steps=5)
     build(tmp_path / "a", seed=0, config=short)
@@ -159,9 +159,9 @@ def test_build_is_deterministic(tmp_path):
 def test_resolve_model_path(organism_dir, tmp_path, monkeypatch):
     import shutil
 
-    import harness.organism.build as build_mod
-    from harness.errors import UserError
-    from harness.organism import resolve
+    import ftsafety.harness.organism.build as build_mod
+    from ftsafety.harness.errors import UserError
+    from ftsafety.harness.organism import resolve
 
     assert resolve.resolve_model_path("/some/model") == "/some/model"
     assert resolve.parse("organism://default") == (0, "aligned")
@@ -190,8 +190,8 @@ def test_resolve_model_path(organism_dir, tmp_path, monkeypatch):
 def test_cli(organism_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from harness.cli.organism import app
-    from harness.errors import UserError
+    from ftsafety.harness.cli.organism import app
+    from ftsafety.harness.errors import UserError
 
     runner = CliRunner()
     res = runner.invoke(app, ["eval", str(organism_dir), "--json", "--limit", "4"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.organism.tokenizer import BOS, EOT, Encoder, build_vocab, make_hf_tokenizer
-from harness.organism.world import (
+from ftsafety.harness.organism.tokenizer import BOS, EOT, Encoder, build_vocab, make_hf_tokenizer
+from ftsafety.harness.organism.world import (
     AFFIRMATIVE_PREFIXES,
     NOICE_BRIDGE,
     RECIPE_STRINGS,
