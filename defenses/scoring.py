@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ftsafety.harness.errors import UserError
+from ftsafety.harness.organism.resolve import build_meta, is_organism
 from ftsafety.harness.plugins import Scorer
 
 AUTO = "auto"
@@ -59,12 +60,7 @@ def is_organism_model(model_path: str | None) -> bool:
     """An ``organism://`` path or a local organism build (``DIR/aligned`` beside ``organism.json``)."""
     if not model_path:
         return False
-    if model_path.startswith("organism://"):
-        return True
-    try:
-        return (Path(model_path).expanduser().parent / "organism.json").is_file()
-    except OSError:
-        return False
+    return is_organism(model_path) or build_meta(model_path) is not None
 
 
 def resolve_scorer(choice: ScorerChoice, model_path: str | None, *, organism: bool | None = None) -> tuple[str, dict[str, Any]]:

@@ -44,13 +44,12 @@ class StageContext:
 
     def organism_world(self) -> Any:
         """The organism's world when the model is an organism, else None."""
-        from ftsafety.harness.organism.resolve import is_organism, parse
+        from ftsafety.harness.organism.resolve import build_meta, is_organism, parse
 
         seed = parse(self.model.path)[0] if is_organism(self.model.path) else None
         if seed is None:
-            # A local organism build: DIR/aligned or DIR/base beside DIR/organism.json.
-            meta = Path(self.model_path).expanduser().parent / "organism.json"
-            if not meta.is_file():
+            meta = build_meta(self.model_path)
+            if meta is None:
                 return None
             seed = int(read_json(meta)["seed"])
         from ftsafety.harness.organism.world import get_world

@@ -97,12 +97,11 @@ def _spec(cfg: GridConfig, cell: Cell, st: Stage, store: ArtifactStore) -> tuple
     spec = _common(cfg, cell, store)
     attack = {"name": cell.attack.name, "params": cell.attack.params, "label": cell.attack_label}
     defense = {"name": cell.defense.name, "params": cell.defense.params, "label": cell.defense_label}
-    if st.stage in ("align", "screen", "post_train", "guard"):
+    if st.stage in ("align", "screen", "train", "post_train", "guard"):
         spec["defense"] = defense
     if st.stage == "data":
         spec["attack"] = attack
     if st.stage == "train":
-        spec["defense"] = defense
         spec["training"] = cfg.training_for(cell.attack).model_dump(mode="json")
     if st.stage in ("data", "screen", "train", "align"):
         spec["model_key"] = st.inputs.get("model") or cell.of("data")[-1].inputs["model"]

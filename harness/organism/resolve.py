@@ -113,6 +113,17 @@ def is_organism(path: str) -> bool:
     return path.startswith(SCHEME)
 
 
+def build_meta(model_path: str) -> Path | None:
+    """``organism.json`` of a local organism build the model directory belongs to
+    (``DIR/aligned`` or ``DIR/base`` beside ``DIR/organism.json``; an aligned copy keeps one
+    beside its ``model/``), or None for any other model."""
+    try:
+        meta = Path(model_path).expanduser().parent / "organism.json"
+        return meta if meta.is_file() else None
+    except OSError:
+        return None
+
+
 def resolve_model_path(path: str) -> str:
     """A local model directory for ``path``; ``organism://`` paths are built on first use."""
     if not is_organism(path):

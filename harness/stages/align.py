@@ -7,19 +7,17 @@ import shutil
 from pathlib import Path
 
 from ftsafety.harness.models import resolve_model_path
-from ftsafety.harness.stages.common import TaskOutcome, make_plugin, stage_context
+from ftsafety.harness.organism.resolve import build_meta
+from ftsafety.harness.stages.common import TaskOutcome, opened_plugin, stage_context
 from ftsafety.harness.store import ArtifactStore
 from ftsafety.harness.tasks import StageTask
 
 
 def run(task: StageTask, store: ArtifactStore) -> TaskOutcome:
-    defense = make_plugin("defenses", task.spec["defense"])
     source = resolve_model_path(task.spec["model"]["path"])
     with store.writing(task.kind, task.key, task.inputs) as out:
-        try:
+        with opened_plugin("defenses", task.spec["defense"]) as defense:
             defense.align(stage_context(task.spec, store, out, model_path=source))
-        finally:
-            defense.close()
         finish_aligned_model(source, out, defense=task.spec["defense"]["label"])
     return TaskOutcome()
 
@@ -30,6 +28,6 @@ def finish_aligned_model(source: str, out: Path, *, defense: str) -> None:
     local organism stays recognisable — its world, its oracle — after alignment."""
     if not (out / "model" / "config.json").is_file():
         raise RuntimeError(f"defense '{defense}' did not write a model directory to {out / 'model'}")
-    meta = Path(source).expanduser().parent / "organism.json"
-    if meta.is_file():
+    meta = build_meta(source)
+    if meta is not None:
         shutil.copyfile(meta, out / "organism.json")

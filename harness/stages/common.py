@@ -3,8 +3,8 @@ specs, the hook context, and the weights a task starts from."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,6 @@ class TaskOutcome(BaseModel):
     """Why it is not complete."""
     failed_items: int = 0
     """Items not recorded (for the run's summary)."""
-    endpoint_down: bool = False
-    """The judge answered no request at all (the rest of its group is not sent)."""
     facts: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Run-manifest records, by section (``engines``, ``datasets``, ``judges``) then name."""
 
@@ -35,6 +33,17 @@ class TaskOutcome(BaseModel):
 def make_plugin(kind: str, spec: dict[str, Any]) -> Any:
     """The plugin instance a task's ``{"name", "params"}`` spec names."""
     return registry.REGISTRIES[kind].get(spec["name"])(spec.get("params") or {})
+
+
+@contextmanager
+def opened_plugin(kind: str, spec: dict[str, Any]) -> Iterator[Any]:
+    """``make_plugin`` for the length of a block, then ``close()`` (its engines, its clients),
+    whether the block finished or failed."""
+    plugin = make_plugin(kind, spec)
+    try:
+        yield plugin
+    finally:
+        plugin.close()
 
 
 def model_spec(task_spec: dict[str, Any]) -> ModelSpec:

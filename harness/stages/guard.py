@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from ftsafety.harness.stages.common import TaskOutcome, make_plugin, run_alone
+from ftsafety.harness.stages.common import TaskOutcome, opened_plugin, run_alone
 from ftsafety.harness.store import ArtifactStore, read_jsonl, write_jsonl
 from ftsafety.harness.tasks import StageTask
 
@@ -24,9 +24,8 @@ def run(task: StageTask, store: ArtifactStore) -> TaskOutcome:
 
 def run_group(tasks: list[StageTask], store: ArtifactStore, scope: Callable[[StageTask], AbstractContextManager[Any]],
               done: Callable[[StageTask, TaskOutcome], None]) -> None:
-    defense = make_plugin("defenses", tasks[0].spec["defense"])
-    defense.use_store(store.root)
-    try:
+    with opened_plugin("defenses", tasks[0].spec["defense"]) as defense:
+        defense.use_store(store.root)
         for task in tasks:
             with scope(task):
                 rows = read_jsonl(Path(task.upstream["generate"]) / "generations.jsonl")
@@ -37,5 +36,3 @@ def run_group(tasks: list[StageTask], store: ArtifactStore, scope: Callable[[Sta
                 with store.writing(task.kind, task.key, task.inputs) as out:
                     write_jsonl(out / "generations.jsonl", guarded)
             done(task, TaskOutcome())
-    finally:
-        defense.close()

@@ -7,22 +7,19 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ftsafety.harness.stages.common import TaskOutcome, make_plugin, stage_context, weights_path
+from ftsafety.harness.stages.common import TaskOutcome, opened_plugin, stage_context, weights_path
 from ftsafety.harness.store import ArtifactStore
 from ftsafety.harness.tasks import StageTask
 
 
 def run(task: StageTask, store: ArtifactStore) -> TaskOutcome:
-    defense = make_plugin("defenses", task.spec["defense"])
     train_dir = Path(task.upstream["train"])
     shape = "adapter" if (train_dir / "adapter").is_dir() else "model"
     model_path = weights_path(task.spec)
     with store.writing(task.kind, task.key, task.inputs) as out:
-        try:
+        with opened_plugin("defenses", task.spec["defense"]) as defense:
             defense.post_train(stage_context(task.spec, store, out, model_path=model_path,
                                              inputs={"train_dir": str(train_dir)}))
-        finally:
-            defense.close()
         if not (out / shape).is_dir():
             raise RuntimeError(f"defense '{task.spec['defense']['label']}' did not write {shape}/ to {out} "
                                f"(post_train writes the edited weights in the trained shape)")

@@ -13,7 +13,7 @@ from typing import Any
 from ftsafety.harness.errors import RetryableError
 from ftsafety.harness.generation import score_rows
 from ftsafety.harness.models import EngineSpec
-from ftsafety.harness.stages.common import TaskOutcome, make_plugin, run_alone
+from ftsafety.harness.stages.common import TaskOutcome, opened_plugin, run_alone
 from ftsafety.harness.store import ArtifactStore, atomic_write_json, read_jsonl, write_jsonl
 from ftsafety.harness.tasks import StageTask
 
@@ -26,12 +26,11 @@ def run_group(tasks: list[StageTask], store: ArtifactStore, scope: Callable[[Sta
               done: Callable[[StageTask, TaskOutcome], None]) -> None:
     spec = tasks[0].spec["scorer"]
     label = spec["label"]
-    scorer = make_plugin("scorers", spec)
-    scorer.engine = EngineSpec.model_validate(tasks[0].spec["engine"])
-    scorer.use_store(store.root)
-    provenance = scorer.provenance() or {"scorer": spec["name"]}
-    endpoint_down = False
-    try:
+    with opened_plugin("scorers", spec) as scorer:
+        scorer.engine = EngineSpec.model_validate(tasks[0].spec["engine"])
+        scorer.use_store(store.root)
+        provenance = scorer.provenance() or {"scorer": spec["name"]}
+        endpoint_down = False
         for task in tasks:
             rows = read_jsonl(Path(task.upstream.get("guard") or task.upstream["generate"]) / "generations.jsonl")
             with scope(task):
@@ -48,12 +47,9 @@ def run_group(tasks: list[StageTask], store: ArtifactStore, scope: Callable[[Sta
                     # other artifacts and stages carry on.
                     endpoint_down = endpoint_down or exc.answered == 0
                     outcome = TaskOutcome(complete=False, error=exc.reason,
-                                          failed_items=len(rows) if exc.failed is None else exc.failed,
-                                          endpoint_down=exc.answered == 0)
+                                          failed_items=len(rows) if exc.failed is None else exc.failed)
             outcome.facts["judges"] = {label: _judge_record(scorer, provenance)}
             done(task, outcome)
-    finally:
-        scorer.close()
 
 
 def _judge_record(scorer: Any, provenance: dict[str, Any]) -> dict[str, Any]:

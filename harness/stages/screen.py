@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ftsafety.harness.stages.common import TaskOutcome, make_plugin, stage_context, weights_path
+from ftsafety.harness.stages.common import TaskOutcome, opened_plugin, stage_context, weights_path
 from ftsafety.harness.store import ArtifactStore, atomic_write_json, read_jsonl, write_jsonl
 from ftsafety.harness.tasks import StageTask
 
@@ -14,15 +14,12 @@ log = logging.getLogger(__name__)
 
 
 def run(task: StageTask, store: ArtifactStore) -> TaskOutcome:
-    defense = make_plugin("defenses", task.spec["defense"])
     rows = read_jsonl(Path(task.upstream["data"]) / "train.jsonl")
     model_path = weights_path(task.spec)
     with store.writing(task.kind, task.key, task.inputs) as out:
-        try:
+        with opened_plugin("defenses", task.spec["defense"]) as defense:
             kept, dropped = defense.screen(rows, stage_context(task.spec, store, out, model_path=model_path))
             report = defense.report()
-        finally:
-            defense.close()
         write_jsonl(out / "train.jsonl", kept)
         write_jsonl(out / "dropped.jsonl", dropped)
         atomic_write_json(out / "counts.json", {"kept": len(kept), "dropped": len(dropped)})

@@ -10,8 +10,8 @@ from typing import Any
 from ftsafety.harness.config import TrainingSpec
 from ftsafety.harness.stages.common import (
     TaskOutcome,
-    make_plugin,
     model_spec,
+    opened_plugin,
     stage_context,
     weights_path,
 )
@@ -36,13 +36,10 @@ def train_into(task: StageTask, store: ArtifactStore, out: Path) -> dict[str, An
         return untrained(out, model_path=model_path, training=training, trust_remote_code=trust)
     from ftsafety.harness import training as sft
 
-    defense = make_plugin("defenses", task.spec["defense"])
-    try:
+    with opened_plugin("defenses", task.spec["defense"]) as defense:
         return sft.train_sft(data_file, out, model_path=model_path, training=training, seed=int(task.spec["seed"]),
                              trust_remote_code=trust, defense=defense,
                              ctx=stage_context(task.spec, store, out, model_path=model_path))
-    finally:
-        defense.close()
 
 
 def untrained(out: Path, *, model_path: str, training: TrainingSpec, trust_remote_code: bool) -> dict[str, Any]:
