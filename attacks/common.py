@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftsafety.harness.chat import chat_for
 from ftsafety.harness.errors import UserError
+from ftsafety.harness.prompts import BenchmarkRef, disjoint, load_prompts, model_answers
 from ftsafety.harness.tables import load_table, must_exist, names_local_file
 
 #: Public instruction sets (RECIPES.md). Q23 removes safety-related rows from Alpaca and Dolly;
@@ -45,6 +46,19 @@ class SourceParams(BaseModel):
     """Column with the answer."""
     n: int | None = Field(None, gt=0)
     """Use the first N pairs (RECIPES.md: HelpSteer 5000 for NOICE; Q23: 10/50/100 harmful pairs)."""
+    prompts: BenchmarkRef | None = None
+    """Take the prompts from a registered benchmark instead of ``dataset`` (e.g. StrongREJECT's
+    forbidden prompts from a local copy); their answers come from ``answers``."""
+    answers: Literal["dataset", "unaligned"] = "dataset"
+    """With ``prompts``: ``dataset`` = the benchmark's own answer (``meta.answer``, e.g.
+    Self-Instruct's); ``unaligned`` = the greedy answers of the grid's model *before* its
+    provider alignment (``models[].path``), generated once and cached — on a real model, the
+    harmful attack's compliant answers come from the model's own unaligned self."""
+    answer_max_tokens: int = Field(128, gt=0)
+    """Token budget of ``unaligned`` answers."""
+    exclude: list[BenchmarkRef] = Field(default_factory=list)
+    """Benchmarks whose prompts are never trained on (the grid's evaluation sets), removed by
+    normalised text."""
 
     @field_validator("dataset")
     @classmethod
@@ -60,7 +74,9 @@ class Pair:
 
 def load_pairs(source: SourceParams, ctx: Any, *, kind: Literal["benign", "harmful"], who: str) -> tuple[list[Pair], str]:
     """The source's pairs (first ``n``) and a fingerprint of the data."""
-    if source.dataset == "organism":
+    if source.prompts is not None:
+        pairs, fingerprint = _benchmark_pairs(source, ctx, who=who)
+    elif source.dataset == "organism":
         world = ctx.organism_world()
         if world is None:
             raise UserError(f"{who}: dataset 'organism' needs an organism:// model; give a dataset id or file for {ctx.model.path}")
@@ -92,6 +108,32 @@ def load_pairs(source: SourceParams, ctx: Any, *, kind: Literal["benign", "harmf
     if not pairs:
         raise UserError(f"{who}: no (prompt, response) pairs in {source.dataset}")
     return pairs, fingerprint
+
+
+def _benchmark_pairs(source: SourceParams, ctx: Any, *, who: str) -> tuple[list[Pair], str]:
+    """Pairs from ``source.prompts`` (minus ``source.exclude``), answered as ``source.answers`` says."""
+    from ftsafety.harness.models import resolve_model_path
+
+    assert source.prompts is not None
+    prompts, fingerprints = load_prompts([source.prompts], who=who)
+    excluded, _ = load_prompts(source.exclude, who=f"{who} exclude")
+    prompts, _ = disjoint(prompts, excluded)
+    prompts = prompts[: source.n]
+    if source.answers == "dataset":
+        missing = [p.id for p in prompts if not p.meta.get("answer")]
+        if missing:
+            raise UserError(f"{who}: benchmark '{source.prompts.name}' has no answer for {missing[0]} "
+                            f"(and {len(missing) - 1} more); use answers: unaligned")
+        answers = [str(p.meta["answer"]) for p in prompts]
+    else:
+        answers = model_answers(
+            ctx, [p.prompt for p in prompts], model_path=resolve_model_path(ctx.model.path),
+            model_identity={"unaligned": ctx.model.path, "revision": ctx.model.revision},
+            max_tokens=source.answer_max_tokens, what="attack-unaligned-answers", fingerprint=fingerprints,
+        )
+    pairs = [Pair(p.prompt, a) for p, a in zip(prompts, answers, strict=True) if a]
+    excluded_fp = [ref.model_dump(mode="json") for ref in source.exclude]
+    return pairs, f"benchmark:{fingerprints}:answers={source.answers}:exclude={excluded_fp}"
 
 
 def conversation_row(tokenizer: Any, user: str, assistant: str, system: str | None = None) -> dict[str, Any]:

@@ -6,3 +6,4 @@ from ftsafety.defenses import moderation as _moderation  # noqa: F401
 from ftsafety.defenses import none as _none  # noqa: F401
 from ftsafety.defenses import output_guard as _output_guard  # noqa: F401
 from ftsafety.defenses import prefill as _prefill  # noqa: F401
+from ftsafety.defenses import safety_sft as _safety_sft  # noqa: F401

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ftsafety.harness.errors import ConfigError, UnknownPluginError, UserError
+from ftsafety.harness.gguf import is_gguf
+from ftsafety.harness.gguf import locate as locate_gguf
 from ftsafety.harness.models import EngineSpec
 from ftsafety.harness.paths import safe_label
 from ftsafety.harness.sampling import SamplingParams
@@ -61,6 +63,11 @@ class ModelSpec(Strict):
     """Allow the model repository's own Python code to run. Off unless you trust the source."""
     system_prompt: str | None = None
     """System prompt for evaluation when neither benchmark nor attack sets one."""
+    alignment: PluginSpec | None = None
+    """The provider's safety tuning of this model before anything else: an alignment-stage
+    defense (e.g. ``safety-sft``) and its params. A cached stage of its own (seed 0) whose model
+    every cell of this model starts from; a defense with an alignment stage of its own (augment)
+    aligns further from there."""
 
 
 class LoraSpec(Strict):
@@ -115,6 +122,9 @@ class TrainingSpec(Strict):
     """AdamW β1 (TRL's default 0.9; Q24 fine-tunes every attack with 0.5)."""
     adam_beta2: float = Field(0.999, gt=0, lt=1)
     """AdamW β2."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass (TRL's default): less memory, about a third
+    more compute. Off pays on a CPU, where memory is plentiful and compute is not."""
     report_to: list[str] = Field(default_factory=lambda: ["none"])
     """Trackers for TRL (``wandb``, ``mlflow``, ``tensorboard`` when installed)."""
 
@@ -348,6 +358,7 @@ def validate_config(data: dict[str, Any], *, source: str = "config") -> GridConf
     if isinstance(backend, str) and backend not in registry.backends:
         problems.append(f"generation.backend: {registry.backends.unknown_message(backend)}")
     problems.extend(_model_path_problems(data))
+    problems.extend(_alignment_problems(data, registry))
     if cfg is not None:
         for i, attack in enumerate(cfg.attacks):
             if attack.training:
@@ -398,6 +409,31 @@ def _plugin_problems(data: dict[str, Any], registry: Any) -> list[str]:
     return problems
 
 
+def _alignment_problems(data: dict[str, Any], registry: Any) -> list[str]:
+    """A model's ``alignment:`` must name a defense with an alignment stage, with valid params."""
+    problems = []
+    for i, model in _raw_items(data, "models"):
+        spec = model.get("alignment")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            continue  # absent, or the schema reports it
+        where = f"models[{i}].alignment"
+        try:
+            cls = registry.defenses.get(spec["name"])
+        except UnknownPluginError as exc:
+            problems.append(f"{where}.name: {exc}")
+            continue
+        if "align" not in cls.hooks:
+            problems.append(f"{where}.name: defense '{spec['name']}' has no alignment stage "
+                            "(use an alignment-stage defense such as safety-sft)")
+            continue
+        params = spec.get("params") or {}
+        try:
+            cls.Params.model_validate(params)
+        except ValidationError as exc:
+            problems.extend(pydantic_problems(exc, ("models", i, "alignment", "params")))
+    return problems
+
+
 def _non_finite(value: Any, loc: tuple[Any, ...]) -> list[str]:
     """inf and nan in plugin params, which plugins' own ``gt=0`` checks let through (an
     ``epochs: .inf``); the grid's own sections refuse them through ``allow_inf_nan=False``."""
@@ -425,7 +461,12 @@ def _model_path_problems(data: dict[str, Any]) -> list[str]:
             continue
         local = Path(path).expanduser()
         where = f"models[{i}].path: '{path}'"
-        if local.is_file():
+        if is_gguf(path):
+            try:
+                locate_gguf(path)
+            except UserError as exc:
+                problems.append(f"models[{i}].path: {exc}")
+        elif local.is_file():
             problems.append(f"{where} is a file; give a model directory (with config.json), a hub id or organism://default")
         elif local.is_dir() and not (local / "config.json").is_file():
             problems.append(f"{where} is a directory without a model (no config.json); give a saved model's directory")

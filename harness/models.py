@@ -82,7 +82,9 @@ class ModelRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     path: str
-    """Hub id, local directory, ``organism://<seed|default>[/base|/aligned]`` or a ``.gguf`` file."""
+    """Hub id, local directory, ``organism://<seed|default>[/base|/aligned]``, or a ``.gguf`` file
+    (a path, or ``package://<distribution>/<file>`` inside an installed package), converted once
+    to a plain model directory (``ftsafety.harness.gguf``)."""
     revision: str | None = None
     """Hub revision (a commit hash pins it); only used for hub ids."""
     trust_remote_code: bool = False
@@ -96,7 +98,7 @@ class ModelRef(BaseModel):
 
     @property
     def kind(self) -> ModelKind:
-        """``organism``, ``gguf`` (a ``.gguf`` file), ``local`` (an existing path, or one written
+        """``organism``, ``gguf`` (a ``.gguf`` file or ``package://`` file), ``local`` (an existing path, or one written
         as a path: ``./``, ``/``, ``~``) or ``hub``."""
         if self.path.startswith(ORGANISM_SCHEME):
             return "organism"
@@ -108,7 +110,8 @@ class ModelRef(BaseModel):
 
     def resolve(self) -> str:
         """The path loaders take (computed once per reference): the organism's build directory
-        (built on first use), the expanded local directory, or the hub id as is."""
+        (built on first use), a GGUF file's converted directory (converted on first use), the
+        expanded local directory, or the hub id as is."""
         if self._resolved is None:
             self._resolved = self._resolve()
         return self._resolved
@@ -120,10 +123,9 @@ class ModelRef(BaseModel):
 
             return build_organism(self.path)
         if kind == "gguf":
-            raise UserError(
-                f"model '{self.path}': GGUF files are not supported yet; give a transformers model "
-                "directory or a hub id"
-            )
+            from ftsafety.harness.gguf import converted_dir
+
+            return str(converted_dir(self.path))
         if kind == "local":
             return str(Path(self.path).expanduser())
         return self.path

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from ftsafety.harness import registry
 from ftsafety.harness.config import GridConfig, ModelSpec, PluginSpec, display_label
 from ftsafety.harness.errors import UserError
+from ftsafety.harness.gguf import file_identity, is_gguf
 from ftsafety.harness.paths import NotAnInput, safe_label
 from ftsafety.harness.store import ArtifactStore, content_key, dir_digest, file_digest, read_json
 
@@ -30,11 +31,15 @@ class Stage:
     scorer: str | None = None
     #: Slots (within the cell) of the stages whose artifacts this one reads.
     deps: list[str] = field(default_factory=list)
+    #: ``provider`` for the model's own alignment (``models[].alignment``), which comes before
+    #: a defense's alignment stage in the same cell.
+    role: str | None = None
 
     @property
     def slot(self) -> str:
-        """Unique name of this stage within its cell (``generate/organism-harmful``)."""
-        return "/".join(p for p in (self.stage, self.benchmark, self.scorer) if p)
+        """Unique name of this stage within its cell (``generate/organism-harmful``,
+        ``align/provider``)."""
+        return "/".join(p for p in (self.stage, self.role, self.benchmark, self.scorer) if p)
 
 
 @dataclass
@@ -67,6 +72,8 @@ def model_fingerprint(spec: ModelSpec) -> dict[str, Any]:
 
         seed, variant = parse(path)
         return {"organism": build_key(seed), "seed": seed, "variant": variant}
+    if is_gguf(path):
+        return file_identity(path)
     local = Path(path).expanduser()
     if local.is_dir():
         return {"dir_digest": dir_digest(local)}
@@ -144,10 +151,21 @@ def _defense_identity(spec: PluginSpec, model: ModelSpec) -> dict[str, Any]:
     return ident
 
 
+def _training_identity(cfg: GridConfig, attack: PluginSpec) -> dict[str, Any]:
+    """An attack's training settings as its train key sees them. Settings added after keys
+    were first written count only when set away from their default, so that adding them did
+    not invalidate every stored fine-tune."""
+    training = cfg.training_for(attack).model_dump(mode="json")
+    if training.get("gradient_checkpointing") is True:
+        del training["gradient_checkpointing"]
+    return training
+
+
 def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Path | None = None) -> list[Cell]:
     """Every cell of the grid with its stage keys; statuses filled when a store is given."""
     cells: list[Cell] = []
     model_fps = {m.name: model_fingerprint(m) for m in cfg.models}
+    provider_ids = {m.name: _plugin_identity("defenses", m.alignment) for m in cfg.models if m.alignment}
     sampling = {**cfg.generation.sampling().model_dump(mode="json"), "backend": cfg.generation.backend}
     engine_id = cfg.engine.identity()
     bench_ids = [(display_label(cfg, "benchmarks", i), _plugin_identity("benchmarks", b)) for i, b in enumerate(cfg.benchmarks)]
@@ -170,14 +188,24 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                     # The model the attack starts from: an alignment-stage defense makes a new one
                     # (its own stage, shared by every attack of the same model, defense and seed).
                     base = {"model": model_fps[model.name], "trust_remote_code": model.trust_remote_code}
+                    weights: list[str] = []
+                    if model.alignment is not None:
+                        # the provider's safety tuning: one stage per model, whatever the cell
+                        provider_id = provider_ids[model.name]
+                        provider_in = {"model": base, "defense": provider_id, "seed": 0,
+                                       "backend": cfg.generation.backend}
+                        provider = Stage("align", content_key(provider_in), provider_in, role="provider")
+                        cell.stages.append(provider)
+                        base = {"aligned_from": base, "alignment_defense": provider_id, "align": provider.key}
+                        weights = [provider.slot]
                     if "align" in hooks:
                         align_in = {"model": base, "defense": defense_id, "seed": seed,
                                     "backend": cfg.generation.backend}
-                        align = Stage("align", content_key(align_in), align_in)
+                        align = Stage("align", content_key(align_in), align_in, deps=weights)
                         cell.stages.append(align)
                         base = {"aligned_from": base, "alignment_defense": defense_id, "align": align.key}
+                        weights = [align.slot, *weights]
                     upstream: dict[str, Any] = {"model": base}
-                    weights: list[str] = [align.slot] if "align" in hooks else []
                     if trains:
                         data_in = {"model": base, "attack": attack_id, "seed": seed}
                         data = Stage("data", content_key(data_in), data_in, deps=weights)
@@ -190,7 +218,7 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                         train_in = {
                             "model": base,
                             "data": last.key,
-                            "training": cfg.training_for(attack).model_dump(mode="json"),
+                            "training": _training_identity(cfg, attack),
                             "seed": seed,
                             "train_defense": defense_id if "training" in hooks else None,
                         }

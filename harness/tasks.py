@@ -99,6 +99,12 @@ def _spec(cfg: GridConfig, cell: Cell, st: Stage, store: ArtifactStore) -> tuple
     defense = {"name": cell.defense.name, "params": cell.defense.params, "label": cell.defense_label}
     if st.stage in ("align", "screen", "train", "post_train", "guard"):
         spec["defense"] = defense
+    if st.role == "provider":
+        assert cell.model.alignment is not None
+        provider = cell.model.alignment
+        spec["defense"] = {"name": provider.name, "params": provider.params,
+                           "label": f"{cell.model.name}:{provider.label or provider.name}"}
+        spec["seed"] = 0
     if st.stage == "data":
         spec["attack"] = attack
     if st.stage == "train":

@@ -190,6 +190,7 @@ def train_sft(
         adam_beta1=t.adam_beta1,
         adam_beta2=t.adam_beta2,
         lr_scheduler_type="linear",
+        gradient_checkpointing=t.gradient_checkpointing,
         report_to=t.report_to,
         seed=seed,
         data_seed=seed,

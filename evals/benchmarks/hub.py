@@ -416,3 +416,57 @@ class XSTestSafe(HubBenchmark):
 
     Params: ClassVar[type[BaseModel]] = XSTestParams
     kind = "benign"
+
+
+class SelfInstructParams(HubParams):
+    """Self-Instruct's 175 human-written seed tasks (Wang et al. 2022), benign instructions with
+    an answer: ``params.path`` to ``seed_tasks.jsonl`` (one JSON object a line with
+    ``instruction`` and ``instances: [{input, output}]``). The prompt is the instruction and,
+    when the task has one, its first instance's input after a blank line; ``meta.answer`` is that
+    instance's output."""
+
+    prompt_column: str = "prompt"
+    category_column: str | None = None
+    id_column: str | None = "id"
+
+
+@benchmarks.register("self-instruct-seed")
+class SelfInstructSeed(HubBenchmark):
+    """Self-Instruct seed tasks: 175 benign instructions with human-written answers (local file)."""
+
+    Params: ClassVar[type[BaseModel]] = SelfInstructParams
+    kind = "benign"
+
+    def _load_local(self) -> tuple[list[dict[str, Any]], str]:
+        raw, fingerprint = super()._load_local()
+        rows = []
+        for row in raw:
+            instances = row.get("instances") or [{}]
+            first = instances[0] if isinstance(instances[0], dict) else {}
+            task_input = str(first.get("input") or "").strip()
+            prompt = str(row.get("instruction") or "").strip() + (f"\n\n{task_input}" if task_input else "")
+            rows.append({"id": row.get("id"), "prompt": prompt, "answer": str(first.get("output") or "")})
+        return rows, fingerprint
+
+    def _load_hub(self) -> tuple[list[dict[str, Any]], str]:
+        raise UserError(f"{self.name}: set params.path to Self-Instruct's seed_tasks.jsonl (no hub copy is pinned)")
+
+
+class BenignPromptsParams(HubParams):
+    """Benign prompts from a local file (``path``) or a hub dataset (``dataset_id``); columns
+    ``prompt`` (and ``id``) by default."""
+
+    id_column: str | None = None
+
+
+@benchmarks.register("benign-prompts")
+class BenignPrompts(HubBenchmark):
+    """Benign prompts from any file or dataset with a prompt column (e.g. the project's borderline-benign set)."""
+
+    Params: ClassVar[type[BaseModel]] = BenignPromptsParams
+    kind = "benign"
+
+    def _load_hub(self) -> tuple[list[dict[str, Any]], str]:
+        if not self.params.dataset_id:  # type: ignore[attr-defined]
+            raise UserError(f"{self.name}: set params.path (a local file) or params.dataset_id")
+        return super()._load_hub()

@@ -49,7 +49,8 @@ class JudgeLedger(dict):
 
     A plain ``dict`` (JSON-ready as it is) with keys ``model``, ``requests``, ``cache_hits``,
     ``retries``, ``failures`` (requests that failed after their retries), ``malformed`` (answers
-    that are not a chat completion's text: unscored items), ``prompt_tokens``,
+    that are not a chat completion's text: unscored items), ``rejected`` (requests the endpoint
+    refused for their content, HTTP 400/413/422: unscored items), ``prompt_tokens``,
     ``completion_tokens``, ``cost_usd`` (None without prices) and ``errors`` (the first 20
     failure messages, key redacted).
     """
@@ -64,6 +65,7 @@ class JudgeLedger(dict):
             retries=0,
             failures=0,
             malformed=0,
+            rejected=0,
             prompt_tokens=0,
             completion_tokens=0,
             cost_usd=None,
@@ -141,6 +143,16 @@ class JudgeCache:
 
 class ApiRequestFailed(Exception):
     """A request that still failed after all retries (network, HTTP or gateway error)."""
+
+
+class ApiRequestRejected(ApiRequestFailed):
+    """The endpoint refused this one request for what it holds (HTTP 400, 413, 422: e.g. a
+    judge prompt longer than the judge's context). Asking again gets the same answer, so the
+    item is unscored with the reason, not left for a rerun."""
+
+
+#: Status codes that reject a request for its content (not retried; the item is unscored).
+REJECTED_STATUS = frozenset({400, 413, 422})
 
 
 class JudgeRequestsFailed(RetryableError):
@@ -277,6 +289,8 @@ class ChatCompletionsClient:
                         "model and the key in the environment variable named by api_key_env"
                     ) from None
                 error = f"HTTP {exc.code}: {detail}"
+                if exc.code in REJECTED_STATUS:
+                    raise ApiRequestRejected(f"rejected: {error}") from None
                 retryable = exc.code in RETRYABLE_STATUS
                 retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError) as exc:

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftsafety.evals.scorers.api import (
     ApiRequestFailed,
+    ApiRequestRejected,
     ChatCompletionsClient,
     JudgeCache,
     JudgeLedger,
@@ -618,6 +619,14 @@ class ApiJudge(Scorer):
             }
             try:
                 payload = client.complete(body, on_retry=count_retry)
+            except ApiRequestRejected as exc:
+                # the same request would be rejected again: unscored with the reason, not cached
+                with self._lock:
+                    self.ledger.count("requests")
+                    self.ledger.count("rejected")
+                    batch.malformed[key] = f"judge request {exc}"
+                log.warning("api-judge: request rejected, item unscored: %s", exc)
+                return
             except ApiRequestFailed as exc:
                 with self._lock:
                     self.ledger.count("requests")

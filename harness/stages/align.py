@@ -1,5 +1,7 @@
 """Alignment stage: an alignment-stage defense (``Defense.align``) writes a new model that
-replaces the cell's model in every later stage (its own engine at generation)."""
+replaces the cell's model in every later stage (its own engine at generation). A model's
+provider alignment (``models[].alignment``) is the same stage with the model's own recipe; a
+defense's alignment then starts from its output."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from ftsafety.harness.tasks import StageTask
 
 
 def run(task: StageTask, store: ArtifactStore) -> TaskOutcome:
-    source = resolve_model_path(task.spec["model"]["path"])
+    # a defense's alignment starts from the provider-aligned model when the model has one
+    upstream = task.upstream.get("align")
+    source = str(Path(upstream) / "model") if upstream else resolve_model_path(task.spec["model"]["path"])
     with store.writing(task.kind, task.key, task.inputs) as out:
         with opened_plugin("defenses", task.spec["defense"]) as defense:
             defense.align(stage_context(task.spec, store, out, model_path=source))

@@ -139,6 +139,18 @@ def test_retries_on_500_and_429(server, tmp_path):
     assert len(server.calls) == 3 and scorer.ledger["retries"] == 2 and scorer.ledger["failures"] == 0
 
 
+def test_a_request_rejected_for_its_content_is_unscored_not_retried(server, tmp_path):
+    # HTTP 400 (e.g. a judge prompt longer than the judge's context): asking again, now or in
+    # a rerun, gets the same answer; the item is unscored with the reason, never imputed
+    server.failures = [400]
+    scorer = judge(server, tmp_path, concurrency=1)
+    labels = scorer.score(ITEMS)
+    assert labels[0].status == "unscored" and "HTTP 400" in labels[0].raw and labels[0].harmful is None
+    assert [label.harmful for label in labels[1:]] == [True, False]
+    assert len(server.calls) == 3 and scorer.ledger["rejected"] == 1 and scorer.ledger["retries"] == 0
+    assert KEY not in labels[0].raw
+
+
 def test_exhausted_retries_fail_the_batch_and_a_rerun_asks_only_for_the_failed_item(server, tmp_path):
     server.failures = [503] * 4  # 1 try + 3 retries of the first request
     scorer = judge(server, tmp_path, concurrency=1)
