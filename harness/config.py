@@ -65,9 +65,8 @@ class ModelSpec(Strict):
     """System prompt for evaluation when neither benchmark nor attack sets one."""
     alignment: PluginSpec | None = None
     """The provider's safety tuning of this model before anything else: an alignment-stage
-    defense (e.g. ``safety-sft``) and its params. A cached stage of its own (seed 0) whose model
-    every cell of this model starts from; a defense with an alignment stage of its own (augment)
-    aligns further from there."""
+    defense and its params. A cached stage of its own (seed 0) whose model every cell of this
+    model starts from; a cell's own alignment-stage defense aligns further from there."""
 
 
 class LoraSpec(Strict):
@@ -424,7 +423,7 @@ def _alignment_problems(data: dict[str, Any], registry: Any) -> list[str]:
             continue
         if "align" not in cls.hooks:
             problems.append(f"{where}.name: defense '{spec['name']}' has no alignment stage "
-                            "(use an alignment-stage defense such as safety-sft)")
+                            "(use a defense that implements align: `ftsafety ls defenses`)")
             continue
         params = spec.get("params") or {}
         try:

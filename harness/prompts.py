@@ -1,8 +1,8 @@
 """Prompts from registered benchmarks as training material: loaded by spec, kept disjoint from
 the prompts a grid evaluates on, and answered by a model when the data has no answers.
 
-Used by the attack recipes (``prompts:`` in ``SourceParams``) and by the provider alignment
-recipe (``safety-sft``). Two prompts are the same when their normalised text is: lower case,
+Used by the attack recipes (``prompts:`` in ``SourceParams``) and by alignment-stage defenses
+that train on benchmark prompts. Two prompts are the same when their normalised text is: lower case,
 punctuation dropped, whitespace collapsed — JBB, HarmBench and AdvBench share behaviours with
 small differences in case and punctuation, and a training prompt that is an evaluation prompt
 makes the evaluation meaningless.

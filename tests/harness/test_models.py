@@ -59,8 +59,8 @@ def test_model_ref_from_spec_and_revision(tmp_path):
     assert ModelRef(path=str(tmp_path), revision="abc123").hub_revision is None
 
 
-def test_gguf_is_a_clear_user_error(tmp_path):
-    with pytest.raises(UserError, match=r"w\.gguf.*GGUF files are not supported yet"):
+def test_a_missing_gguf_file_is_a_clear_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"w\.gguf.*GGUF file not found"):
         ModelRef(path=str(tmp_path / "w.gguf")).resolve()
 
 

@@ -43,7 +43,7 @@ def test_smollm2_grid_trains_on_no_prompt_it_evaluates_on(monkeypatch):
     defense = registry.defenses.get(alignment.name)(alignment.params)
     words = _WordTokenizer()
     harmful, benign, info = defense.select_prompts(words)
-    assert len(harmful) >= 150 and len(benign) >= 100
+    assert len(harmful) == alignment.params["n_harmful"] and len(benign) >= 200
     raw_harmful, _ = load_prompts(defense.params.harmful, who="t")
     assert {normalise(p.prompt) for p in raw_harmful} & eval_norm, "HarmBench and JBB share behaviours"
     assert info["excluded_overlaps"]["harmful"] > 0
