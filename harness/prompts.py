@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftsafety.harness.errors import UserError
-
 if TYPE_CHECKING:
     from ftsafety.harness.context import StageContext
     from ftsafety.harness.plugins import EvalPrompt
@@ -51,10 +49,7 @@ def load_prompts(refs: list[BenchmarkRef], *, who: str) -> tuple[list[EvalPrompt
     fingerprints: list[str] = []
     seen: set[str] = set()
     for ref in refs:
-        try:
-            bench = registry.benchmarks.get(ref.name)(ref.params)
-        except KeyError:
-            raise UserError(f"{who}: unknown benchmark '{ref.name}' (ftsafety ls benchmarks)") from None
+        bench = registry.benchmarks.get(ref.name)(ref.params)  # an unknown name is a UserError
         for item in bench.load():
             norm = normalise(item.prompt)
             if norm not in seen:
