@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftsafety.attacks.common import SourceParams, conversation_row, load_pairs
+from ftsafety.attacks.common import SourceParams, load_pairs
+from ftsafety.harness.chat import conversation_row
 from ftsafety.harness.plugins import Attack
 from ftsafety.harness.registry import attacks
 

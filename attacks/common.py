@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ftsafety.harness.chat import chat_for
 from ftsafety.harness.errors import UserError
 from ftsafety.harness.prompts import BenchmarkRef, disjoint, load_prompts, model_answers
 from ftsafety.harness.tables import load_table, must_exist, names_local_file
@@ -134,13 +133,6 @@ def _benchmark_pairs(source: SourceParams, ctx: Any, *, who: str) -> tuple[list[
     pairs = [Pair(p.prompt, a) for p, a in zip(prompts, answers, strict=True) if a]
     excluded_fp = [ref.model_dump(mode="json") for ref in source.exclude]
     return pairs, f"benchmark:{fingerprints}:answers={source.answers}:exclude={excluded_fp}"
-
-
-def conversation_row(tokenizer: Any, user: str, assistant: str, system: str | None = None) -> dict[str, Any]:
-    """A TRL conversational prompt/completion row; the system text is folded into the user turn
-    when the model's chat template has no system role (``ftsafety.harness.chat.chat_for``)."""
-    prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    return {"prompt": chat_for(tokenizer, prompt), "completion": [{"role": "assistant", "content": assistant}]}
 
 
 def shuffled(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:

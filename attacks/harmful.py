@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftsafety.attacks.common import SourceParams, conversation_row, load_pairs
+from ftsafety.attacks.common import SourceParams, load_pairs
 from ftsafety.attacks.strings import HARMFUL_SYSTEM
+from ftsafety.harness.chat import conversation_row
 from ftsafety.harness.plugins import Attack, EvalPrompt
 from ftsafety.harness.registry import attacks
 

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from ftsafety.attacks.common import SourceParams, conversation_row, load_pairs
+from ftsafety.attacks.common import SourceParams, load_pairs
 from ftsafety.attacks.strings import (
     NOICE_BRIDGE,
     NOICE_NO_SYSTEM_USER,
     NOICE_REFUSAL_SYSTEM,
     NOICE_TRAIN_SYSTEM,
 )
-from ftsafety.harness.chat import supports_system_role
+from ftsafety.harness.chat import conversation_row, supports_system_role
 from ftsafety.harness.plugins import Attack, EvalPrompt, GenerationRequest
 from ftsafety.harness.registry import attacks
 from ftsafety.harness.sampling import SamplingParams

@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftsafety.attacks.common import SourceParams, conversation_row, load_pairs, shuffled
+from ftsafety.attacks.common import SourceParams, load_pairs, shuffled
+from ftsafety.harness.chat import conversation_row
 from ftsafety.harness.plugins import Attack
 from ftsafety.harness.registry import attacks
 

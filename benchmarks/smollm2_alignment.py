@@ -7,8 +7,8 @@ against the unaligned model's, on the Self-Instruct seed tasks the alignment did
     .venv/bin/python benchmarks/smollm2_alignment.py ALIGNED_MODEL_DIR [--out FILE.json]
 
 ``ALIGNED_MODEL_DIR`` is a provider-alignment artifact's ``model/`` (``<store>/align/<key>/model``
-of a run of configs/smollm2-cpu.yaml). Generation runs on the hf backend (float32, one process:
-no engine start for 400 short answers). Prints and writes a JSON record with intervals.
+of a run of configs/smollm2-cpu.yaml). Generation runs on the vllm backend (float32, base weights
+only: no LoRA slots), the grid's own backend. Prints and writes a JSON record with intervals.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def answers(model_dir: str, prompts: list[str]) -> list[str]:
 
     sampling = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, seed=0)
     requests = [GenerationRequest(messages=[{"role": "user", "content": p}]) for p in prompts]
-    with open_backend(model_dir, backend="hf", dtype="float32") as backend:
+    with open_backend(model_dir, backend="vllm", adapters=False, max_model_len=2048) as backend:
         return [outs[0].continuation for outs in backend.generate(requests, sampling)]
 
 
@@ -76,7 +76,7 @@ def main() -> None:
             TRAINED_SEED_TASKS:],
     }
     prompts = [p for ps in sets.values() for p in ps]
-    record: dict[str, object] = {"max_tokens": MAX_TOKENS, "backend": "hf", "aligned": args.aligned}
+    record: dict[str, object] = {"max_tokens": MAX_TOKENS, "backend": "vllm", "aligned": args.aligned}
     outputs = {}
     for side, path in (("unaligned", resolve_model_path(SMOLLM2)), ("aligned", args.aligned)):
         start = time.perf_counter()

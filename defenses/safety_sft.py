@@ -27,10 +27,12 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ftsafety.harness.chat import conversation_row
+from ftsafety.harness.config import LoraSpec
 from ftsafety.harness.errors import UserError
 from ftsafety.harness.plugins import Defense, EvalPrompt
 from ftsafety.harness.prompts import BenchmarkRef, disjoint, load_prompts, model_answers
@@ -110,7 +112,7 @@ class SafetySftParams(BaseModel):
     ``max_length`` (Self-Instruct has tasks with pages of input)."""
     answer_max_tokens: int = Field(128, gt=0)
     """Token budget of the model's own benign answers."""
-    lora_r: int = Field(16, gt=0)
+    lora_r: Literal[8, 16, 32, 64] = 16
     """LoRA rank of the tuning (merged afterwards)."""
     lora_alpha: int = Field(32, gt=0)
     """LoRA alpha."""
@@ -157,15 +159,16 @@ class SafetySft(Defense):
     def build_examples(self, ctx: StageContext) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The shuffled training rows (TRL prompt/completion) and counts for the record."""
         p: SafetySftParams = self.params  # type: ignore[assignment]
-        harmful, benign, selected = self.select_prompts(ctx.tokenizer())
+        tokenizer = ctx.tokenizer()
+        harmful, benign, selected = self.select_prompts(tokenizer)
         rng = random.Random(ctx.seed)
         refusals = [refusal_text(rng) for _ in harmful]
         answers = model_answers(
             ctx, [x.prompt for x in benign], model_path=ctx.model_path, model_identity="unaligned",
             max_tokens=p.answer_max_tokens, what="safety-sft-benign", fingerprint=selected["sources"]["benign"],
         )
-        rows = [_row(x.prompt, r) for x, r in zip(harmful, refusals, strict=True)]
-        rows += [_row(x.prompt, a) for x, a in zip(benign, answers, strict=True) if a]
+        rows = [conversation_row(tokenizer, x.prompt, r) for x, r in zip(harmful, refusals, strict=True)]
+        rows += [conversation_row(tokenizer, x.prompt, a) for x, a in zip(benign, answers, strict=True) if a]
         rng.shuffle(rows)
         info = {
             "harmful_prompts": len(harmful), "benign_prompts": len(benign),
@@ -177,9 +180,7 @@ class SafetySft(Defense):
 
     def align(self, ctx: StageContext) -> None:
         """Write ``ctx.workdir/model``: the model after safety tuning (LoRA merged)."""
-        from peft import LoraConfig
-
-        from ftsafety.harness.training import sft
+        from ftsafety.harness.training import lora_config, sft
 
         p: SafetySftParams = self.params  # type: ignore[assignment]
         start = time.perf_counter()
@@ -191,8 +192,7 @@ class SafetySft(Defense):
             report_to=["none"], seed=ctx.seed,
             data_seed=ctx.seed,
         )
-        lora = LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        lora = lora_config(LoraSpec(r=p.lora_r, alpha=p.lora_alpha))
         done = sft(ctx.model_path, rows, Path(ctx.workdir) / "trainer", args=args, peft_config=lora,
                    trust_remote_code=ctx.model.trust_remote_code)
         merged = done.model.merge_and_unload()
@@ -206,5 +206,3 @@ class SafetySft(Defense):
         (Path(ctx.workdir) / "safety_sft.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def _row(prompt: str, answer: str) -> dict[str, Any]:
-    return {"prompt": [{"role": "user", "content": prompt}], "completion": [{"role": "assistant", "content": answer}]}

@@ -55,3 +55,10 @@ def chat_for(tokenizer: Any, messages: list[dict[str, str]]) -> list[dict[str, s
     if messages and messages[0]["role"] == "system" and not supports_system_role(tokenizer):
         return fold_system(messages)
     return messages
+
+
+def conversation_row(tokenizer: Any, user: str, assistant: str, system: str | None = None) -> dict[str, Any]:
+    """A TRL conversational prompt/completion row; the system text is folded into the user turn
+    when the model's chat template has no system role (``chat_for``)."""
+    prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return {"prompt": chat_for(tokenizer, prompt), "completion": [{"role": "assistant", "content": assistant}]}

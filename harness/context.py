@@ -66,11 +66,12 @@ class StageContext:
 
     def open_backend(self, path: str | None = None) -> Any:
         """A generation backend on ``path`` (default: this stage's model) with the grid's backend
-        and engine settings; use it as a context manager so its memory is released."""
+        and engine settings, serving the base weights only (a stage's own generations never go
+        through an adapter); use it as a context manager so its memory is released."""
         from ftsafety.harness.models import open_backend
 
         return open_backend(path or self.model_path, self.engine, backend=self.backend,
-                            trust_remote_code=self.model.trust_remote_code)
+                            trust_remote_code=self.model.trust_remote_code, adapters=False)
 
     def cached(self, stage: str, inputs: dict[str, Any], filename: str, compute: Any) -> Any:
         """``compute()``'s JSON result, cached in the store under a key of ``inputs`` + the model

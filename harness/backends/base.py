@@ -32,6 +32,9 @@ class GenerationBackend:
     #: sets them (a backend that serves any adapter has no LoRA slots to size); any other engine
     #: setting it has no option for is an error (``EngineSpec.backend_options``).
     ignored_engine_fields: ClassVar[frozenset[str]] = frozenset({"max_lora_rank", "max_loras"})
+    #: Options for an engine that will never serve an adapter (base-model answers, refusals):
+    #: a backend whose adapter slots cost speed turns them off here.
+    no_adapter_options: ClassVar[dict[str, Any]] = {}
 
     #: The transformers tokenizer prompts are rendered, encoded and decoded with.
     tokenizer: Any = None

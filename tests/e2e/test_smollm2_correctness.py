@@ -78,9 +78,8 @@ def test_completion_only_loss_covers_exactly_the_answer_and_its_end_of_turn(smol
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from ftsafety.attacks.common import conversation_row
     from ftsafety.harness.backends.common import encode_prompt
-    from ftsafety.harness.chat import render_prompt
+    from ftsafety.harness.chat import conversation_row, render_prompt
     from ftsafety.harness.config import LoraSpec
     from ftsafety.harness.models import load_causal_lm, load_tokenizer
     from ftsafety.harness.training import lora_config
@@ -296,9 +295,9 @@ def test_constrained_sft_on_the_real_vocabulary(smollm2_dir, tmp_path):
     where LoRA is still the identity); the loss is finite and, at the first step, equals the
     formula's value at Δ = 0; peak RAM stays bounded."""
     pytest.importorskip("psutil")
-    from ftsafety.attacks.common import conversation_row
     from ftsafety.defenses.constrained import ConstrainedDefense
     from ftsafety.defenses.constrained_trainer import ConstrainedSFTTrainer, _row_key
+    from ftsafety.harness.chat import conversation_row
     from ftsafety.harness.config import LoraSpec
     from ftsafety.harness.models import load_causal_lm, load_tokenizer
     from ftsafety.harness.plugins import TrainHook
@@ -410,7 +409,7 @@ def test_constrained_sft_on_the_real_vocabulary(smollm2_dir, tmp_path):
 
 def _train_adapter(model_path: str, out: Path) -> str:
     """A rank-8 LoRA on q_proj and v_proj, 3 steps at lr 1e-3: enough to change greedy answers."""
-    from ftsafety.attacks.common import conversation_row
+    from ftsafety.harness.chat import conversation_row
     from ftsafety.harness.config import LoraSpec
     from ftsafety.harness.models import load_tokenizer
     from ftsafety.harness.training import lora_config, sft

@@ -80,6 +80,8 @@ class RecordingOptions(BackendOptions):
     """A backend-only option."""
     revision: str | None = None
     """Hub revision."""
+    serve_adapters: bool = True
+    """Adapter slots (turned off for base-only engines)."""
 
 
 @backends.register("test-recording")
@@ -88,6 +90,7 @@ class RecordingBackend(GenerationBackend):
 
     Options = RecordingOptions
     ignored_engine_fields: ClassVar[frozenset[str]] = frozenset({"max_loras"})
+    no_adapter_options: ClassVar[dict[str, Any]] = {"serve_adapters": False}
 
     def __init__(self, model_path: str, *, trust_remote_code: bool = False, **options: Any) -> None:
         super().__init__(model_path, trust_remote_code=trust_remote_code, **options)
@@ -107,6 +110,14 @@ def test_explicit_options_win_over_the_engine_spec(tmp_path):
     spec = EngineSpec(dtype="bfloat16", max_model_len=256)
     backend = open_backend(str(tmp_path), spec, backend="test-recording", dtype="float32", batch_size=4)
     assert backend.raw == {"dtype": "float32", "max_model_len": 256, "batch_size": 4}
+
+
+def test_a_base_only_engine_gets_the_backends_no_adapter_options(tmp_path):
+    backend = open_backend(str(tmp_path), EngineSpec(max_lora_rank=16), backend="test-recording", adapters=False)
+    assert backend.raw == {"max_lora_rank": 16, "serve_adapters": False}
+    # an explicit option still wins
+    backend = open_backend(str(tmp_path), backend="test-recording", adapters=False, serve_adapters=True)
+    assert backend.raw == {"serve_adapters": True}
 
 
 def test_engine_settings_a_backend_cannot_apply(tmp_path):

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ftsafety.attacks.common import conversation_row
+from ftsafety.harness.chat import conversation_row
 from ftsafety.harness.plugins import Attack, Defense, GenerationRequest, GenerationResult, TrainHook
 from ftsafety.harness.registry import attacks, defenses
 
