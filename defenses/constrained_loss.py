@@ -16,20 +16,33 @@ from typing import Any
 
 
 def beta_schedule(response_index: Any, first: float = 0.5, early: float = 2.0, late: float = 0.1, early_until: int = 5) -> Any:
-    """β_t for 1-based response-token indices ``t`` (float64; positions with t = 0 get ``first``
-    and must be masked out by the caller)."""
+    """β_t for 1-based response-token indices ``t`` (float64). ``t ≤ 0`` — a token before the
+    response, in the loss only under whole-sequence training — gets ``late``: Q24 constrains
+    response tokens, and a small β is close to plain cross-entropy."""
     import torch
 
     t = response_index.to(torch.float64)
-    return torch.where(t <= 1, torch.full_like(t, first), torch.where(t <= early_until, torch.full_like(t, early), torch.full_like(t, late)))
+    return torch.where(t < 1, torch.full_like(t, late), torch.where(
+        t <= 1, torch.full_like(t, first), torch.where(t <= early_until, torch.full_like(t, early), torch.full_like(t, late))))
 
 
 def response_positions(mask: Any) -> Any:
-    """1-based index of each masked-in token among the response tokens of its row (0 elsewhere)."""
+    """1-based index of each masked-in token among the response tokens of its row (0 elsewhere);
+    right when the loss mask is exactly the response (completion-only loss)."""
     import torch
 
     m = mask.to(torch.long)
     return torch.cumsum(m, dim=-1) * m
+
+
+def response_index_from(starts: Any, length: int) -> Any:
+    """1-based response-token index of every label position of a batch (position ``j`` scores
+    token ``j + 1``), counted from each row's first response token ``starts[i]`` (an index into
+    the padded row) whatever the loss mask covers; positions before the response get ``≤ 0``."""
+    import torch
+
+    positions = torch.arange(length, device=starts.device)
+    return positions[None, :] + 2 - starts[:, None]
 
 
 def constrained_token_loss(

@@ -3,7 +3,9 @@
 Imported only when a ``constrained`` cell trains (it imports torch and trl). The aligned model's
 per-token log-probs are computed once, before training, on the trainer's own tokenization and
 loss mask: with the LoRA adapter disabled, or — for full fine-tuning — from the initial weights,
-which are the model's weights before the first step.
+which are the model's weights before the first step. Q24's t counts response tokens from the
+first one even when the loss also covers the prompt (``completion_only_loss: false``): each
+example's response start is read from TRL's completion mask.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from trl import SFTTrainer
 from ftsafety.defenses.constrained_loss import (
     beta_schedule,
     constrained_token_loss,
-    response_positions,
+    response_index_from,
 )
 
 
@@ -35,7 +37,37 @@ class ConstrainedSFTTrainer(SFTTrainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._response_start = self._response_starts()
         self._reference = self._aligned_log_probs()
+
+    def _response_starts(self) -> dict[bytes, int]:
+        """Per example (keyed by its token ids): the index of its first response token. TRL keeps
+        the completion mask when the loss covers the whole sequence and folds it into the labels
+        when it covers the completion only; a chat dataset's assistant mask serves likewise."""
+        data = self.train_dataset
+        column = next((c for c in ("completion_mask", "assistant_masks") if c in data.column_names), None)
+        if column is None and not self.args.completion_only_loss:
+            raise ValueError("constrained SFT needs to know where each response starts: give prompt/completion "
+                             "rows (or chat rows with assistant masks), or set completion_only_loss: true")
+        starts: dict[bytes, int] = {}
+        for row in data:
+            marks = row[column] if column else [int(label != -100) for label in row["labels"]]
+            starts[_row_key(torch.tensor(row["input_ids"]), None)] = marks.index(1) if 1 in marks else len(marks)
+        return starts
+
+    def response_index(self, inputs: dict[str, Any], length: int) -> torch.Tensor:
+        """Q24's 1-based response-token index t of each label position of a batch (≤ 0 before
+        the response), whatever the loss mask covers."""
+        attention = inputs.get("attention_mask")
+        starts = []
+        for i, ids in enumerate(inputs["input_ids"]):
+            row_mask = None if attention is None else attention[i]
+            pad = 0 if row_mask is None else int(row_mask.to(torch.long).argmax())  # left padding, if any
+            try:
+                starts.append(pad + self._response_start[_row_key(ids, row_mask)])
+            except KeyError:
+                raise RuntimeError("constrained SFT: a training example has no recorded response start") from None
+        return response_index_from(torch.tensor(starts, device=inputs["input_ids"].device), length)
 
     @torch.no_grad()
     def _aligned_log_probs(self) -> dict[bytes, torch.Tensor]:
@@ -76,7 +108,8 @@ class ConstrainedSFTTrainer(SFTTrainer):
             except KeyError:
                 raise RuntimeError("constrained SFT: a training example has no precomputed aligned log-probs") from None
         p = self.constrained
-        betas = beta_schedule(response_positions(mask), p.beta_first, p.beta_early, p.beta_late, p.early_until)
+        betas = beta_schedule(self.response_index(inputs, mask.shape[1]), p.beta_first, p.beta_early, p.beta_late,
+                              p.early_until)
         loss = constrained_token_loss(logp, ref, mask, betas, weight_floor=p.weight_floor, num_tokens=num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # as TRL: DDP averages gradients across ranks

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 from ftsafety.defenses.constrained_loss import (  # noqa: E402
     beta_schedule,
     constrained_token_loss,
+    response_index_from,
     response_positions,
 )
 
@@ -109,3 +110,16 @@ def test_num_tokens_overrides_the_denominator():
     a = constrained_token_loss(logp, ref, mask, betas)
     b = constrained_token_loss(logp, ref, mask, betas, num_tokens=4)
     assert b.item() == pytest.approx(a.item() / 2)
+
+
+def test_positions_before_the_response_get_the_late_beta():
+    t = response_index_from(torch.tensor([3, 0]), 6)
+    # row 0: label position j scores token j + 1; token 3 is the first response token (t = 1)
+    assert t.tolist() == [[-1, 0, 1, 2, 3, 4], [2, 3, 4, 5, 6, 7]]
+    assert beta_schedule(t)[0].tolist() == [0.1, 0.1, 0.5, 2.0, 2.0, 2.0]
+
+
+def test_response_index_equals_mask_positions_under_completion_only_loss():
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 0, 0]])  # label positions 2.. score tokens 3..
+    t = response_index_from(torch.tensor([3]), mask.shape[1])
+    assert (t * mask).tolist() == response_positions(mask).tolist()
