@@ -6,8 +6,9 @@ Pure Python (``math`` only). Entry points for the pipeline and reports:
   (cell, benchmark, scorer), from the stored JSONL rows (``ftsafety.harness.generation``); or
   ``compute_metrics(list(zip(generation_rows, labels)), kind, axes=scorer.axes)`` →
   ``dict[str, Metric]`` from in-memory ``ScoreLabel``s;
-- ``aggregate_seeds(per_seed)`` → ``{"mean", "ci_low", "ci_high", "n_seeds"}`` for one metric
-  over seeds (per-seed values may be ``Metric``s, leaderboard dict rows or floats);
+- ``aggregate_seeds(per_seed)`` → ``{"mean", "ci_low", "ci_high", "n_seeds", "values"}`` for one
+  metric over seeds, its interval counting item and seed error (per-seed values may be
+  ``Metric``s, leaderboard dict rows or floats);
 - ``scorer_agreement(labels_a, labels_b, axis="harmful")`` → κ and raw agreement of two scorers
   on the same generations.
 
@@ -376,17 +377,21 @@ def metrics_for_scored_rows(
 # ----------------------------------------------------------------------------- seeds, agreement
 
 
-def _seed_value(v: Any) -> tuple[float | None, float | None, float | None, str | None]:
-    """(value, ci_low, ci_high, metric name) of one seed's entry, whatever its form."""
+def _seed_value(v: Any) -> tuple[float | None, float | None, float | None, str | None, float | None]:
+    """(value, ci_low, ci_high, metric name, n scored items) of one seed's entry, whatever its form."""
     if isinstance(v, Metric):
-        return v.value, v.ci_low, v.ci_high, v.name
+        return v.value, v.ci_low, v.ci_high, v.name, float(v.n)
     if isinstance(v, Mapping):
         def num(key: str) -> float | None:
             x = v.get(key)
             return None if x is None or x == "" else float(x)
 
-        return num("value"), num("ci_low"), num("ci_high"), v.get("metric") or v.get("name")
-    return (None if v is None else float(v)), None, None, None
+        return num("value"), num("ci_low"), num("ci_high"), v.get("metric") or v.get("name"), num("n")
+    return (None if v is None else float(v)), None, None, None, None
+
+
+def _rms(xs: Sequence[float]) -> float:
+    return math.sqrt(sum(x * x for x in xs) / len(xs)) if xs else 0.0
 
 
 def aggregate_seeds(
@@ -396,24 +401,34 @@ def aggregate_seeds(
     name: str | None = None,
     bounds: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """Mean and ``confidence`` interval of one metric over seeds (METRICS.md: "Across seeds").
+    """Mean and ``confidence`` interval of one metric over seeds (METRICS.md: "Across seeds";
+    docs/scoring.md, "Intervals over seeds").
 
     ``values`` holds one entry per seed: a ``Metric``, a leaderboard row (a mapping with
-    ``value``/``ci_low``/``ci_high`` and ``metric``), or a bare float. Returns exactly
-    ``{"mean", "ci_low", "ci_high", "n_seeds"}`` (the per-seed rows stay in the leaderboard).
+    ``value``/``ci_low``/``ci_high``/``n`` and ``metric``), or a bare float. Returns
+    ``{"mean", "ci_low", "ci_high", "n_seeds", "values"}`` (``values``: the per-seed values, in
+    the order given, ``;``-separated).
 
-    Two or more seeds: Student-t interval over the per-seed values (seeds are the replication
-    unit; their spread includes training noise that per-item Wilson intervals do not see).
-    One seed: that seed's own interval (the Wilson interval of its items; none for a bare
-    float). Seeds with no value (``n == 0``) are dropped. Rate metrics (``RATE_METRICS``) and
-    explicit ``bounds`` clip the interval to the metric's range. Identical values across seeds
-    give a zero-width interval: read it with the per-seed rows.
+    The interval accounts for both sources of error, the items and the seeds. Every seed is
+    evaluated on the *same* items, so more seeds cannot shrink the item-sampling error below
+    one seed's: the item part is the Wilson interval of the mean rate on the items of one seed
+    (rates), or the root mean square of the seeds' own interval arms (other metrics). The seed
+    part is the Student-t half-width over the per-seed values (training noise, which per-item
+    intervals do not see). The two add in quadrature, arm by arm:
+
+        low  = mean − sqrt((mean − item_low)² + h²),   high = mean + sqrt((item_high − mean)² + h²)
+
+    so the interval contains both the item interval at the pooled rate and the t-interval, and
+    one seed (h = 0) gives exactly that seed's own interval: one-seed and multi-seed rows mean
+    the same kind of thing. Seeds with no value (``n == 0``) are dropped. Rate metrics
+    (``RATE_METRICS``) and explicit ``bounds`` clip the interval to the metric's range.
     """
     parsed = [_seed_value(v) for v in values]
     if name is None:
         name = next((p[3] for p in parsed if p[3]), None)
     present = [p for p in parsed if p[0] is not None]
-    out: dict[str, Any] = {"mean": None, "ci_low": None, "ci_high": None, "n_seeds": len(present)}
+    out: dict[str, Any] = {"mean": None, "ci_low": None, "ci_high": None, "n_seeds": len(present),
+                           "values": ";".join(f"{p[0]:.6g}" for p in present)}
     if not present:
         return out
     if bounds is None and name in RATE_METRICS:
@@ -421,7 +436,19 @@ def aggregate_seeds(
     if len(present) == 1:
         out["mean"], out["ci_low"], out["ci_high"] = present[0][0], present[0][1], present[0][2]
         return out
-    mean, low, high = t_interval([p[0] for p in present], confidence)  # type: ignore[misc]
+    mean, t_low, _ = t_interval([p[0] for p in present], confidence)  # type: ignore[misc]
+    h = mean - t_low
+    ns = [p[4] for p in present if p[4]]
+    if name in RATE_METRICS and ns:
+        items = sum(ns) / len(ns)  # items per seed (scored items can differ by a few)
+        rate = min(max(mean, 0.0), 1.0)
+        z = 1.96 if confidence == 0.95 else t_quantile(0.5 + confidence / 2.0, 1e9)  # the cells' own z
+        item_low, item_high = wilson_interval(rate * items, items, z=z)
+        below, above = mean - item_low, item_high - mean
+    else:
+        below = _rms([p[0] - p[1] for p in present if p[1] is not None])  # type: ignore[operator]
+        above = _rms([p[2] - p[0] for p in present if p[2] is not None])  # type: ignore[operator]
+    low, high = mean - math.hypot(below, h), mean + math.hypot(above, h)
     if bounds is not None:
         low, high = max(bounds[0], low), min(bounds[1], high)
     out["mean"], out["ci_low"], out["ci_high"] = mean, low, high

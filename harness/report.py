@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 LEADERBOARD_COLUMNS = ["run", "model", "attack", "defense", "seed", "benchmark", "scorer", "metric",
                        "value", "ci_low", "ci_high", "n", "unscored", "cell_id"]
-SUMMARY_COLUMNS = ["model", "attack", "defense", "benchmark", "scorer", "metric", "mean", "ci_low", "ci_high", "n_seeds"]
+SUMMARY_COLUMNS = ["model", "attack", "defense", "benchmark", "scorer", "metric", "mean", "ci_low", "ci_high", "n_seeds",
+                   "values"]
 
 
 def store_for(run_dir: Path) -> ArtifactStore:
@@ -191,7 +192,8 @@ def agreement_rows(run_dir: Path, store: ArtifactStore | None = None) -> list[di
 
 
 def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Aggregate the leaderboard over seeds: mean and a 95% interval over seeds."""
+    """Aggregate the leaderboard over seeds: mean, a 95% interval counting item and seed error,
+    and the per-seed values (``aggregate_seeds``)."""
     from ftsafety.evals.metrics import aggregate_seeds
 
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}

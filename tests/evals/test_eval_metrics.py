@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -15,6 +16,7 @@ from ftsafety.evals.metrics import (
     compute_metrics,
     metrics_for_scored_rows,
     scorer_agreement,
+    t_interval,
     t_quantile,
     wilson_interval,
 )
@@ -169,20 +171,52 @@ def test_bad_kind():
         compute_metrics([], "nope")
 
 
-def test_aggregate_seeds_t_interval_and_single_seed():
+def test_aggregate_seeds_adds_seed_spread_to_the_item_interval():
     seeds = [Metric("asr", v, None, None, 10, 0) for v in (0.2, 0.4, 0.6)]
     agg = aggregate_seeds(seeds)
-    assert set(agg) == {"mean", "ci_low", "ci_high", "n_seeds"}  # the summary CSV's columns
-    assert agg["n_seeds"] == 3 and agg["mean"] == pytest.approx(0.4)
-    half = t_quantile(0.975, 2) * 0.2 / math.sqrt(3)
-    assert agg["ci_low"] == pytest.approx(max(0.0, 0.4 - half))  # clipped to [0, 1]
-    assert agg["ci_high"] == pytest.approx(min(1.0, 0.4 + half))
+    assert set(agg) == {"mean", "ci_low", "ci_high", "n_seeds", "values"}  # the summary CSV's columns
+    assert agg["n_seeds"] == 3 and agg["mean"] == pytest.approx(0.4) and agg["values"] == "0.2;0.4;0.6"
+    h = t_quantile(0.975, 2) * 0.2 / math.sqrt(3)
+    w_low, w_high = wilson_interval(4, 10)  # the mean rate on one seed's 10 items
+    assert agg["ci_low"] == pytest.approx(max(0.0, 0.4 - math.hypot(0.4 - w_low, h)))
+    assert agg["ci_high"] == pytest.approx(min(1.0, 0.4 + math.hypot(w_high - 0.4, h)))
     one = aggregate_seeds([Metric("asr", 0.5, 0.2366, 0.7634, 10, 0)])
-    assert one == {"mean": 0.5, "ci_low": 0.2366, "ci_high": 0.7634, "n_seeds": 1}
+    assert one == {"mean": 0.5, "ci_low": 0.2366, "ci_high": 0.7634, "n_seeds": 1, "values": "0.5"}
     floats = aggregate_seeds([1.0, 3.0], name="harm_score")
     assert floats["mean"] == 2.0 and floats["ci_low"] < 0 and floats["ci_high"] > 4  # not clipped
     empty = aggregate_seeds([Metric("asr", None, None, None, 0, 5)])
     assert empty["mean"] is None and empty["n_seeds"] == 0
+
+
+def test_seeds_that_agree_do_not_shrink_the_interval():
+    # Three seeds of 0/96 on the same 96 items: as uncertain about the rate as one seed (was [0, 0]).
+    zero = Metric("asr", 0.0, *wilson_interval(0, 96), 96, 0)
+    assert aggregate_seeds([zero] * 3)["ci_high"] == pytest.approx(wilson_interval(0, 96)[1])
+    # NOICE + prefill's 0.90 over three seeds: never narrower than one seed's Wilson interval.
+    seeds = [Metric("asr", k / 96, *wilson_interval(k, 96), 96, 0) for k in (86, 87, 86)]
+    agg = aggregate_seeds(seeds)
+    for m in seeds:
+        assert agg["ci_high"] - agg["ci_low"] >= m.ci_high - m.ci_low
+
+
+@pytest.mark.parametrize("trial", range(200))
+def test_adding_seeds_never_narrows_below_the_pooled_binomial_interval(trial):
+    rng = random.Random(trial)
+    n = rng.choice([10, 50, 96, 100])
+    p = rng.random()
+    ks = [sum(rng.random() < p for _ in range(n)) for _ in range(rng.randint(1, 6))]
+    agg = aggregate_seeds([Metric("asr", k / n, *wilson_interval(k, n), n, 0) for k in ks])
+    pooled_low, pooled_high = wilson_interval(sum(ks) / len(ks), n)  # the pooled rate on the same n items
+    assert agg["ci_low"] <= pooled_low + 1e-12 and agg["ci_high"] >= pooled_high - 1e-12
+    if len(ks) >= 2:  # and never narrower than the spread of the seeds says
+        mean, t_low, t_high = t_interval([k / n for k in ks])
+        assert agg["ci_low"] <= max(0.0, t_low) + 1e-12 and agg["ci_high"] >= min(1.0, t_high) - 1e-12
+
+
+def test_graded_metrics_use_the_seeds_own_interval_arms():
+    seeds = [Metric("harm_score", v, v - 0.3, v + 0.5, 20, 0) for v in (2.0, 2.0)]
+    agg = aggregate_seeds(seeds)
+    assert (agg["ci_low"], agg["ci_high"]) == pytest.approx((1.7, 2.5))  # no seed spread: the item arms
 
 
 def test_aggregate_seeds_from_leaderboard_rows():
@@ -193,7 +227,8 @@ def test_aggregate_seeds_from_leaderboard_rows():
     ]
     agg = aggregate_seeds(rows)
     assert agg["n_seeds"] == 2 and agg["mean"] == pytest.approx(0.95) and agg["ci_high"] == 1.0
-    assert aggregate_seeds(rows[:1]) == {"mean": 0.9, "ci_low": 0.6, "ci_high": 0.98, "n_seeds": 1}
+    assert agg["ci_low"] < wilson_interval(9.5, 10)[0]
+    assert aggregate_seeds(rows[:1]) == {"mean": 0.9, "ci_low": 0.6, "ci_high": 0.98, "n_seeds": 1, "values": "0.9"}
 
 
 def test_aggregate_metric_sets():
