@@ -8,7 +8,7 @@ warm-up steps; the reference code clamps the stop-gradient weight at ≥ 1e-3. Q
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,9 +47,14 @@ class ConstrainedDefense(Defense):
     Params = ConstrainedParams
 
     def training(self, ctx: StageContext) -> TrainHook:
-        """Q24's trainer (its own ``compute_loss``) with this β schedule, and its optimiser settings."""
+        """Q24's trainer (its own ``compute_loss``) with this β schedule."""
         from ftsafety.defenses.constrained_trainer import ConstrainedSFTTrainer
 
+        cls = type("ConstrainedSFTTrainer", (ConstrainedSFTTrainer,), {"constrained": self.params})
+        return TrainHook(trainer_cls=cls)
+
+    def training_settings(self) -> dict[str, Any]:
+        """Q24's optimiser: AdamW β1 0.5 and 10 warm-up steps (Table 9: warm-up alone cuts AOA's
+        ASR 79.5 → 44.8, so the undefended comparison trains with them too)."""
         p = self.params
-        cls = type("ConstrainedSFTTrainer", (ConstrainedSFTTrainer,), {"constrained": p})
-        return TrainHook(trainer_cls=cls, sft_args={"adam_beta1": p.adam_beta1, "warmup_steps": p.warmup_steps})
+        return {"adam_beta1": p.adam_beta1, "warmup_steps": p.warmup_steps}

@@ -177,6 +177,11 @@ class GridRunner:
             "defense": cell.defense_label,
             "defense_name": cell.defense.name,
             "seed": cell.seed,
+            # the undefended cells trained the same way (the comparison) / the defense a
+            # matched baseline cell serves (docs/leaderboard.md, "Matched baselines")
+            "baseline": cell.baseline,
+            "baseline_for": cell.baseline_for,
+            "training_overrides": cell.training_overrides,
             "stages": {
                 st.slot: {
                     "stage": st.stage, "key": st.key, "inputs": st.inputs,

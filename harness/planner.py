@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ftsafety.harness import registry
-from ftsafety.harness.config import GridConfig, ModelSpec, PluginSpec, display_label
+from ftsafety.harness.config import GridConfig, ModelSpec, PluginSpec, TrainingSpec, display_label
 from ftsafety.harness.errors import UserError
 from ftsafety.harness.gguf import file_identity, is_gguf
 from ftsafety.harness.paths import NotAnInput, safe_label
@@ -56,6 +56,13 @@ class Cell:
     stages: list[Stage] = field(default_factory=list)
     status: str = "pending"  # done | pending | stale
     why: list[str] = field(default_factory=list)
+    #: Training settings over the attack's (``Defense.training_settings``): a defended cell's
+    #: own, or — in a matched baseline cell — those of the defense it is the baseline for.
+    training_overrides: dict[str, Any] = field(default_factory=dict)
+    #: The defense label of the cell its results are compared with (None for undefended cells).
+    baseline: str | None = None
+    #: A matched baseline cell: the defense label it is the undefended comparison for.
+    baseline_for: str | None = None
 
     def stage(self, slot: str) -> Stage | None:
         return next((s for s in self.stages if s.slot == slot), None)
@@ -151,18 +158,85 @@ def _defense_identity(spec: PluginSpec, model: ModelSpec) -> dict[str, Any]:
     return ident
 
 
-def _training_identity(cfg: GridConfig, attack: PluginSpec) -> dict[str, Any]:
+def _training_identity(cfg: GridConfig, attack: PluginSpec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """An attack's training settings as its train key sees them. Settings added after keys
     were first written count only when set away from their default, so that adding them did
-    not invalidate every stored fine-tune."""
-    training = cfg.training_for(attack).model_dump(mode="json")
+    not invalidate every stored fine-tune. ``overrides``: a matched baseline's (a defended
+    cell's own are in its key through the defense's identity)."""
+    training = cell_training(cfg, attack, overrides).model_dump(mode="json")
     if training.get("gradient_checkpointing") is True:
         del training["gradient_checkpointing"]
     return training
 
 
+def cell_training(cfg: GridConfig, attack: PluginSpec, overrides: dict[str, Any] | None = None) -> TrainingSpec:
+    """The training settings a cell fine-tunes with: the attack's, with ``overrides``."""
+    training = cfg.training_for(attack)
+    return TrainingSpec.model_validate({**training.model_dump(), **overrides}) if overrides else training
+
+
+def _training_settings(spec: PluginSpec) -> dict[str, Any]:
+    """A training-hook defense's own training settings (``Defense.training_settings``)."""
+    cls = registry.defenses.get(spec.name)
+    if "training" not in cls.hooks:
+        return {}
+    settings = cls(spec.params).training_settings()
+    unknown = sorted(set(settings) - set(TrainingSpec.model_fields))
+    if unknown:
+        raise TypeError(f"defense '{spec.name}': training_settings() names {unknown}, not training settings")
+    return settings
+
+
+def matched_label(undefended: str, defense: str) -> str:
+    """The label of the undefended cells trained with ``defense``'s training settings."""
+    return f"{undefended}@{defense}"
+
+
+def _matched_baselines(cfg: GridConfig) -> tuple[dict[str, str], list[tuple[str, dict[str, Any], str]]]:
+    """(defense label → label of its comparison cells, [(matched label, overrides, the first
+    defense label it serves)]).
+
+    A defense compares with the grid's undefended entry (the first defense without hooks) when
+    it trains like it; one whose ``training_settings`` differ from the grid's training compares
+    with a matched baseline: the undefended entry trained with those settings (one per distinct
+    setting, named after the first defense that needs it). A grid without an undefended entry
+    compares nothing and gets none."""
+    labels = [display_label(cfg, "defenses", i) for i in range(len(cfg.defenses))]
+    undefended = next((label for label, d in zip(labels, cfg.defenses, strict=True) if not _defense_hooks(d)), None)
+    if undefended is None:
+        return {}, []
+    baseline: dict[str, str] = {}
+    matched: list[tuple[str, dict[str, Any], str]] = []
+    for label, spec in zip(labels, cfg.defenses, strict=True):
+        if not _defense_hooks(spec):
+            continue
+        settings = _training_settings(spec)
+        same = next((m for m, o, _ in matched if o == settings), None)
+        if not settings or all(getattr(cfg.training_for(a), k) == v for a in cfg.attacks for k, v in settings.items()):
+            baseline[label] = undefended
+        elif same is not None:
+            baseline[label] = same
+        else:
+            baseline[label] = matched_label(undefended, label)
+            matched.append((baseline[label], settings, label))
+    return baseline, matched
+
+
 def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Path | None = None) -> list[Cell]:
-    """Every cell of the grid with its stage keys; statuses filled when a store is given."""
+    """Every cell of the grid with its stage keys; statuses filled when a store is given.
+
+    Besides the grid's own cells: a matched baseline cell (``_matched_baselines``) for every
+    training cell of a defense that trains with settings of its own, unless that cell is
+    excluded."""
+    baselines, matched = _matched_baselines(cfg)
+    undefended_index = next((i for i, d in enumerate(cfg.defenses) if not _defense_hooks(d)), None)
+    # (label, spec, training overrides, the defense label a matched baseline serves)
+    points: list[tuple[str, PluginSpec, dict[str, Any], str | None]] = []
+    for di, defense in enumerate(cfg.defenses):
+        points.append((display_label(cfg, "defenses", di), defense, _training_settings(defense), None))
+    for name, overrides, serves in matched:
+        assert undefended_index is not None
+        points.append((name, cfg.defenses[undefended_index], overrides, serves))
     cells: list[Cell] = []
     model_fps = {m.name: model_fingerprint(m) for m in cfg.models}
     provider_ids = {m.name: _plugin_identity("defenses", m.alignment) for m in cfg.models if m.alignment}
@@ -176,15 +250,24 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
             attack_label = display_label(cfg, "attacks", ai)
             attack_id = _plugin_identity("attacks", attack)
             trains = registry.attacks.get(attack.name).trains
-            for di, defense in enumerate(cfg.defenses):
-                defense_label = display_label(cfg, "defenses", di)
+            for defense_label, defense, overrides, baseline_for in points:
+                if baseline_for is not None and not trains:
+                    continue  # nothing is fine-tuned: the undefended cell is the baseline
                 defense_id = _defense_identity(defense, model)
                 hooks = _defense_hooks(defense)
                 for seed in cfg.seeds:
-                    if cfg.is_excluded(model.name, attack_label, defense_label, seed):
+                    # a matched baseline exists where a cell of a defense it serves does
+                    if baseline_for is not None and all(
+                        cfg.is_excluded(model.name, attack_label, d, seed)
+                        for d, b in baselines.items() if b == defense_label
+                    ):
+                        continue
+                    if baseline_for is None and cfg.is_excluded(model.name, attack_label, defense_label, seed):
                         continue
                     cell_id = safe_label(f"{model.name}__{attack_label}__{defense_label}__s{seed}")
-                    cell = Cell(cell_id, model, attack, attack_label, defense, defense_label, seed)
+                    cell = Cell(cell_id, model, attack, attack_label, defense, defense_label, seed,
+                                training_overrides=overrides, baseline=baselines.get(defense_label),
+                                baseline_for=baseline_for)
                     # The model the attack starts from: an alignment-stage defense makes a new one
                     # (its own stage, shared by every attack of the same model, defense and seed).
                     base = {"model": model_fps[model.name], "trust_remote_code": model.trust_remote_code}
@@ -218,7 +301,7 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                         train_in = {
                             "model": base,
                             "data": last.key,
-                            "training": _training_identity(cfg, attack),
+                            "training": _training_identity(cfg, attack, overrides if baseline_for else None),
                             "seed": seed,
                             "train_defense": defense_id if "training" in hooks else None,
                         }

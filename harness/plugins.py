@@ -240,6 +240,15 @@ class Defense(Plugin):
         for the fine-tune (``ctx.workdir`` is the train artifact's directory)."""
         return TrainHook()
 
+    def training_settings(self) -> dict[str, Any]:
+        """Grid training settings (``TrainingSpec`` fields: ``adam_beta1``, ``warmup_steps``...)
+        this defense's fine-tune uses instead of the grid's — the optimiser a paper prescribes
+        with its objective. Declared here rather than in ``TrainHook.sft_args`` so that the
+        planner can train the undefended comparison the same way: a grid with an undefended
+        entry gets a matched baseline cell (docs/leaderboard.md, "Matched baselines"). Must not
+        load anything."""
+        return {}
+
     def post_train(self, ctx: StageContext) -> None:
         """Post-training hook: edit or replace the trained weights.
 

@@ -34,9 +34,9 @@ from ftsafety.harness.store import (
 log = logging.getLogger(__name__)
 
 LEADERBOARD_COLUMNS = ["run", "model", "attack", "defense", "seed", "benchmark", "scorer", "metric",
-                       "value", "ci_low", "ci_high", "n", "unscored", "cell_id"]
+                       "value", "ci_low", "ci_high", "n", "unscored", "cell_id", "baseline"]
 SUMMARY_COLUMNS = ["model", "attack", "defense", "benchmark", "scorer", "metric", "mean", "ci_low", "ci_high", "n_seeds",
-                   "values"]
+                   "values", "baseline", "baseline_mean"]
 
 
 def store_for(run_dir: Path) -> ArtifactStore:
@@ -118,7 +118,8 @@ def leaderboard_rows(run_dir: Path, store: ArtifactStore | None = None) -> list[
     rows: list[dict[str, Any]] = []
     for rec in cell_records(run_dir):
         stages = rec["stages"]
-        ident = {"run": run, "model": rec["model"], "attack": rec["attack"], "defense": rec["defense"], "seed": rec["seed"]}
+        ident = {"run": run, "model": rec["model"], "attack": rec["attack"], "defense": rec["defense"], "seed": rec["seed"],
+                 "baseline": rec.get("baseline") or ""}
         for _slot, st in sorted(stages.items()):
             if st["stage"] == "screen" and usable(store, "screen", st["key"]):
                 rows.extend(ident | r | {"cell_id": rec["cell_id"]} for r in _screen_metrics(store, st["key"]))
@@ -193,7 +194,8 @@ def agreement_rows(run_dir: Path, store: ArtifactStore | None = None) -> list[di
 
 def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Aggregate the leaderboard over seeds: mean, a 95% interval counting item and seed error,
-    and the per-seed values (``aggregate_seeds``)."""
+    the per-seed values (``aggregate_seeds``), and the mean of the undefended cells trained the
+    same way (``baseline``, ``baseline_mean``: the comparison a defended row is read against)."""
     from ftsafety.evals.metrics import aggregate_seeds
 
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -203,7 +205,12 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for key, members in groups.items():
         agg = aggregate_seeds(members)
-        out.append(dict(zip(SUMMARY_COLUMNS[:6], key, strict=True)) | agg)
+        out.append(dict(zip(SUMMARY_COLUMNS[:6], key, strict=True)) | agg | {"baseline": members[0].get("baseline") or ""})
+    # defended vs undefended trained the same way: the baseline cell's mean beside each row
+    means = {(r["model"], r["attack"], r["defense"], r["benchmark"], r["scorer"], r["metric"]): r["mean"] for r in out}
+    for r in out:
+        r["baseline_mean"] = (means.get((r["model"], r["attack"], r["baseline"], r["benchmark"], r["scorer"], r["metric"]))
+                              if r["baseline"] else None)
     return out
 
 
@@ -334,10 +341,13 @@ def _report_md(name: str, summary: list[dict[str, Any]], agreement: list[dict[st
     # Every table row goes through ``md_row``: labels, model names and outputs are user or
     # model text, and a raw ``|``, newline or ``<script>`` in one would break or inject.
     lines = [f"# ftsafety run {md_escape(name)}", "",
-             *md_header(["model", "attack", "defense", "benchmark", "scorer", "metric", "mean", "95% CI", "seeds"])]
+             *md_header(["model", "attack", "defense", "benchmark", "scorer", "metric", "mean", "95% CI", "seeds",
+                         "undefended, same training"])]
     for r in summary:
+        versus = f"{r['baseline']}: {format_value(r['baseline_mean'])}" if r.get("baseline") else ""
         lines.append(md_row([r["model"], r["attack"], r["defense"], r["benchmark"], r["scorer"], r["metric"],
-                              format_value(r["mean"]), f"[{format_value(r['ci_low'])}, {format_value(r['ci_high'])}]", r["n_seeds"]]))
+                              format_value(r["mean"]), f"[{format_value(r['ci_low'])}, {format_value(r['ci_high'])}]", r["n_seeds"],
+                              versus]))
     if agreement:
         lines += ["", "## Scorer agreement (Cohen's κ on the same generations)", "",
                   *md_header(["model", "attack", "defense", "seed", "benchmark", "axis", "scorers", "n", "agreement", "κ"])]

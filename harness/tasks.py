@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ftsafety.harness.config import GridConfig, spec_by_label
-from ftsafety.harness.planner import Cell, Stage
+from ftsafety.harness.planner import Cell, Stage, cell_training
 from ftsafety.harness.store import ArtifactStore
 
 Kind = Literal["align", "data", "screen", "train", "post_train", "generate", "guard", "score"]
@@ -108,7 +108,7 @@ def _spec(cfg: GridConfig, cell: Cell, st: Stage, store: ArtifactStore) -> tuple
     if st.stage == "data":
         spec["attack"] = attack
     if st.stage == "train":
-        spec["training"] = cfg.training_for(cell.attack).model_dump(mode="json")
+        spec["training"] = cell_training(cfg, cell.attack, cell.training_overrides).model_dump(mode="json")
     if st.stage in ("data", "screen", "train", "align"):
         spec["model_key"] = st.inputs.get("model") or cell.of("data")[-1].inputs["model"]
     resources = Resources()

@@ -55,7 +55,7 @@ def test_every_cell_plans_pending_with_its_stages(config: Path, offline: list[ob
     cfg = load_config(config)
     cells = plan_cells(cfg)
     expected = len(cfg.models) * len(cfg.attacks) * len(cfg.defenses) * len(cfg.seeds)
-    assert len(cells) == expected
+    assert len([c for c in cells if c.baseline_for is None]) == expected  # plus any matched baselines
     for cell in cells:
         kinds = {s.stage for s in cell.stages}
         assert {"generate", "score"} <= kinds
@@ -74,6 +74,10 @@ def test_noice_grid_uses_the_papers_recipe():
     attacks = {a.name: a.params for a in cfg.attacks}
     assert set(attacks) >= {"noice", "yoc", "aoa", "harmful"}
     assert all(attacks[a].get("n") == 5000 for a in ("noice", "yoc", "aoa"))
+    # the open-model protocol: no NOICE system prompt in training (nor in evaluation), the
+    # paper's 2000-token refusal budget
+    assert attacks["noice"]["train_system_prompt"] is False and not attacks["noice"].get("eval_with_training_template")
+    assert attacks["noice"]["refusal_max_tokens"] == 2000
     assert {a.get("dataset") for n, a in attacks.items() if n in ("noice", "yoc", "aoa")} == {"helpsteer"}
     assert {d.name for d in cfg.defenses} == {"none", "prefill", "forced-refusal"}
     assert next(d for d in cfg.defenses if d.name == "prefill").params["k"] == 15
@@ -89,12 +93,21 @@ def test_q24_grid_uses_the_papers_recipe():
     """RECIPES.md, `harmful` (Q24) and `constrained` rows, and Q24's decoding."""
     cfg = load_config(REPO / "configs" / "paper-q24-constrained.yaml")
     t = cfg.training
-    assert (t.method, t.epochs, t.lr, t.warmup_steps, t.weight_decay, t.adam_beta1) == ("full", 25, 2e-5, 10, 0.0, 0.5)
+    assert (t.method, t.epochs, t.lr, t.warmup_steps, t.weight_decay, t.adam_beta1) == ("full", 25, 2e-5, 0, 0.0, 0.5)
     assert t.batch_size * t.grad_accum == 64 and t.max_length == 512 and t.completion_only_loss
-    assert next(a for a in cfg.attacks if a.name == "harmful").params["n"] == 100
+    harmful = next(a for a in cfg.attacks if a.name == "harmful").params
+    assert harmful["n"] == 100 and harmful["eval_with_training_template"]  # Q24 evaluates with pure_bad's prompt
+    aoa = next(a for a in cfg.attacks if a.name == "aoa").params
+    assert (aoa["variant"], aoa["n"], aoa["eval_with_training_template"]) == ("q24", 100, True)  # B.5.2
     assert {d.name for d in cfg.defenses} == {"none", "constrained"}
     constrained = next(d for d in cfg.defenses if d.name == "constrained").params
     assert (constrained["beta_first"], constrained["beta_early"], constrained["beta_late"]) == (0.5, 2.0, 0.1)
+    # Table 4's standard SFT has no warm-up, constrained SFT 10 steps: the planner adds the matched
+    # undefended cells (standard SFT with the constrained optimiser, Table 9's warm-up control)
+    from ftsafety.harness.planner import plan_cells
+
+    labels = {c.defense_label for c in plan_cells(cfg) if c.attack_label == "harmful"}
+    assert labels == {"none", "constrained", "none@constrained"}
     judge = next(s for s in cfg.scorers if s.params.get("template"))
     assert judge.params["template"] == "q24" and judge.params["temperature"] == 0.0
     s = cfg.generation.sampling()

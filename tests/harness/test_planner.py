@@ -70,3 +70,53 @@ def test_a_cache_directory_is_not_an_input(tmp_path):
     (cache / "ab").mkdir()
     Path(cache / "ab" / "abcd.json").write_text("{}")
     assert _plugin_identity("scorers", spec) == before
+
+
+# ----------------------------------------------------------------------------- matched baselines
+
+
+def _plan(tmp_path, **overrides: Any):
+    from ftsafety.harness.store import ArtifactStore
+    from ftsafety.harness.tasks import build_tasks
+
+    cfg = validate_config(canned_config(tmp_path, seeds=[0], **overrides))
+    cells = plan_cells(cfg)
+    tasks = build_tasks(cfg, cells, ArtifactStore(tmp_path / "store"))
+    training = {cid: t.spec["training"] for t in tasks if t.kind == "train" for cid in t.cells}
+    return {c.defense_label: c for c in cells if c.attack_label == "harmful"}, training
+
+
+def test_a_defense_with_its_own_optimiser_gets_an_undefended_baseline_trained_the_same_way(tmp_path):
+    cells, training = _plan(tmp_path, attacks=[{"name": "none"}, {"name": "harmful"}],
+                            defenses=[{"name": "none"}, {"name": "prefill"}, {"name": "constrained"}],
+                            excludes=[{"attack": "none", "defense": "constrained"}])
+    assert set(cells) == {"none", "prefill", "constrained", "none@constrained"}
+    matched, plain = cells["none@constrained"], cells["none"]
+    assert matched.baseline_for == "constrained" and matched.defense.name == "none" and matched.baseline is None
+    assert (cells["constrained"].baseline, cells["prefill"].baseline, plain.baseline) == ("none@constrained", "none", None)
+    q24 = {"adam_beta1": 0.5, "warmup_steps": 10}
+    for label in ("constrained", "none@constrained"):
+        assert {k: training[cells[label].id][k] for k in q24} == q24
+    assert (training[plain.id]["adam_beta1"], training[plain.id]["warmup_steps"]) == (0.9, 0)
+    assert matched.of("train")[0].key != plain.of("train")[0].key
+    # nothing is fine-tuned without an attack: the plain undefended cell is its own baseline
+    assert not any(c.baseline_for for c in plan_cells(validate_config(canned_config(
+        tmp_path, seeds=[0], defenses=[{"name": "none"}, {"name": "constrained"}]))))
+
+
+def test_no_matched_baseline_when_the_grid_already_trains_like_the_defense(tmp_path):
+    same = {"method": "lora", "adam_beta1": 0.5, "warmup_steps": 10}
+    cells, _ = _plan(tmp_path, attacks=[{"name": "harmful"}], training=same,
+                     defenses=[{"name": "none"}, {"name": "constrained"}])
+    assert set(cells) == {"none", "constrained"} and cells["constrained"].baseline == "none"
+    cells, _ = _plan(tmp_path, attacks=[{"name": "harmful"}],
+                     defenses=[{"name": "none"}, {"name": "constrained", "params": {"adam_beta1": 0.9, "warmup_steps": 0}}])
+    assert set(cells) == {"none", "constrained"}
+    cells, _ = _plan(tmp_path, attacks=[{"name": "harmful"}], defenses=[{"name": "constrained"}])
+    assert set(cells) == {"constrained"} and cells["constrained"].baseline is None  # nothing undefended to compare
+
+
+def test_a_matched_baseline_is_skipped_where_its_defense_is_excluded(tmp_path):
+    cells, _ = _plan(tmp_path, attacks=[{"name": "harmful"}], defenses=[{"name": "none"}, {"name": "constrained"}],
+                     excludes=[{"attack": "harmful", "defense": "constrained"}])
+    assert set(cells) == {"none"}
