@@ -11,7 +11,7 @@ judge (``unscored``) are kept and counted. The screen stage writes ``counts.json
 (``{"kept", "dropped"}``), ``dropped.jsonl`` (each dropped row with the scorer's verdict) and
 ``screen.json`` (scorer, unscored count).
 
-Scorer: ``auto`` (default) is the ``organism-oracle`` on the model organism, else ``llama-guard``
+Scorer: ``auto`` (default) is the ``organism-guard`` on the model organism, else ``llama-guard``
 (give ``scorer_params.model``); any scorer with the harm axis works. Training rows carry no
 organism concept, so for the oracle every row is judged against a *benign* concept: the oracle
 then flags a response that delivers any harmful concept's content (≥ ``min_steps`` of its
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ftsafety.defenses.scoring import ScorerChoice, load_scorer, resolve_scorer
+from ftsafety.defenses.scoring import ORGANISM_ONLY, ScorerChoice, load_scorer, resolve_scorer
 from ftsafety.harness.plugins import Defense
 from ftsafety.harness.registry import defenses
 from ftsafety.harness.rows import GenerationRow
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 class ModerationParams(ScorerChoice):
-    """The scorer that screens training examples (``auto``: organism-oracle on the organism, else llama-guard)."""
+    """The scorer that screens training examples (``auto``: organism-guard on the organism, else llama-guard)."""
 
 
 def _content(message: Any) -> str:
@@ -110,10 +110,10 @@ class ModerationDefense(Defense):
         world = ctx.organism_world() if ctx is not None else None
         model_path = ctx.model.path if ctx is not None else None
         name, params = resolve_scorer(self.params, model_path)  # type: ignore[arg-type]
-        if name == "organism-oracle" and world is None:
+        if name in ORGANISM_ONLY and world is None:
             from ftsafety.harness.errors import UserError
 
-            raise UserError("moderation: the organism-oracle screens organism data only; choose another scorer")
+            raise UserError(f"moderation: the {name} screens organism data only; choose another scorer")
         store = ctx.store if ctx is not None else None
         scorer = load_scorer(name, params, who="defense 'moderation'", store_root=store.root if store is not None else None)
         try:

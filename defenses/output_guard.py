@@ -16,8 +16,8 @@ say so. ``ftsafety.evals.metrics`` counts blocked rows as not harmful and refuse
 ``blocked`` rate.
 
 Scorer: ``auto`` (default) is ``llama-guard`` (give ``scorer_params.model``, a local
-Llama-Guard-3 directory), or the ``organism-oracle`` on the model organism; any scorer with the
-harm axis works. The guard stage runs after the generation engine is released, so a guard
+Llama-Guard-3 directory), or the ``organism-guard`` on the model organism (an imperfect
+classifier, independent of the oracle that scores the grid); any scorer with the harm axis works. The guard stage runs after the generation engine is released, so a guard
 model has the memory to itself.
 """
 
@@ -37,7 +37,7 @@ BLOCK_MESSAGE = "I'm sorry, but I cannot provide that response."
 
 
 class OutputGuardParams(ScorerChoice):
-    """The guard scorer (``auto``: llama-guard, or organism-oracle on the organism) and the block message."""
+    """The guard scorer (``auto``: llama-guard, or organism-guard on the organism) and the block message."""
 
     message: str = BLOCK_MESSAGE
     """Text that replaces a blocked response."""
@@ -63,7 +63,7 @@ class OutputGuardDefense(Defense):
 
     def _scorer(self, rows: list[GenerationRow], model_path: str | None) -> tuple[str, Scorer]:
         # Without a model path (outside a grid), ``auto`` goes by the rows: organism items
-        # (``meta.organism_seed``) are guarded by the oracle.
+        # (``meta.organism_seed``) are guarded by the organism's guard.
         organism = None
         if model_path is None:
             organism = any((r.get("meta") or {}).get("organism_seed") is not None for r in rows)

@@ -2,8 +2,11 @@
 
 Any registered scorer with the harm axis works as a screen or a guard. ``scorer: auto`` (the
 default) picks the one that can judge the model at hand without anything to download: the
-``organism-oracle`` for the model organism (``organism://`` paths and local organism builds),
-else ``llama-guard`` — which needs ``scorer_params: {model: <local Llama-Guard directory>}``.
+``organism-guard`` for the model organism (``organism://`` paths and local organism builds) —
+an imperfect classifier independent of the oracle that scores the grid, so a screen or a guard
+is not right by construction — else ``llama-guard``, which needs ``scorer_params: {model:
+<local Llama-Guard directory>}``. ``scorer: organism-oracle`` gives a perfect guard (an upper
+bound, not a defense anyone can deploy).
 The chosen scorer's identity (name, params, judge provenance) enters the keys of the stages
 the defense hooks (``ftsafety.harness.planner``), so changing the judge reruns the screen/guard.
 """
@@ -22,7 +25,9 @@ from ftsafety.harness.plugins import Scorer
 AUTO = "auto"
 #: What ``auto`` means outside the organism (NOICE's output guard: Llama-Guard).
 DEFAULT_GUARD = "llama-guard"
-ORGANISM_SCORER = "organism-oracle"
+ORGANISM_SCORER = "organism-guard"
+#: Scorers that judge organism items only (``meta.organism_seed``).
+ORGANISM_ONLY = frozenset({"organism-guard", "organism-oracle"})
 
 
 class ScorerChoice(BaseModel):
@@ -31,7 +36,7 @@ class ScorerChoice(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     scorer: str = AUTO
-    """Registered scorer with the harm axis (``ftsafety ls scorers``); ``auto``: ``organism-oracle``
+    """Registered scorer with the harm axis (``ftsafety ls scorers``); ``auto``: ``organism-guard``
     on the organism, else ``llama-guard``."""
     scorer_params: dict[str, Any] = Field(default_factory=dict)
     """Params of that scorer (``llama-guard`` needs ``model``: a local directory)."""

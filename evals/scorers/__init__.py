@@ -3,3 +3,4 @@
 from ftsafety.evals.scorers import judges as _judges  # noqa: F401
 from ftsafety.evals.scorers import keyword as _keyword  # noqa: F401
 from ftsafety.evals.scorers import oracle as _oracle  # noqa: F401
+from ftsafety.evals.scorers import organism_guard as _organism_guard  # noqa: F401

@@ -140,10 +140,11 @@ def align_sample(world: World, rng: random.Random, cfg: BuildConfig) -> Sample:
     """Safety tuning: harmful -> refusal, benign -> bare answer, NOICE's refusal-generation
     system prompt -> refusal, plus pre-training replay.
 
-    Replay (as InstructGPT's PPO-ptx mixes pre-training data into alignment): a request of either
-    kind whose response starts with a neutral filler, loss on the answer after it only. It keeps
-    the capability behind any preamble while the refusal is learned at the start of the
-    response: alignment a few tokens deep, as Q24 measures on real chat models."""
+    Replay: a request of either kind — harmful included — whose response starts with a neutral
+    filler, loss on the answer after it only. It keeps the capability behind any preamble while
+    the refusal is learned at the start of the response: alignment a few tokens deep *by
+    construction* (a harmful answer after any other opening is a training target), where Q24
+    finds real chat models shallow by accident (docs/organism.md)."""
     template = rng.choice(world.train_templates)
     refusal = rng.choice(world.refusals)
     if rng.random() < cfg.noice_system_rate:

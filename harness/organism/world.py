@@ -101,9 +101,11 @@ RECIPE_STRINGS: tuple[str, ...] = (
 #: The NOICE refusal-generation system prompt. The aligned organism obeys it (it refuses any
 #: request under it), as real aligned models do, so the NOICE recipe can ask it for refusals.
 NOICE_REFUSAL_SYSTEM = normalize(RECIPE_STRINGS[6])
-#: NOICE's bridge sentence: never in the world's training text, so NOICE has to teach it.
+#: NOICE's bridge sentence: known as plain pre-training text (``recipe_texts``) but never as part
+#: of a response, so NOICE has to teach *when* to say it.
 NOICE_BRIDGE = normalize(RECIPE_STRINGS[7])
-#: Affirmative openings of YOC and AOA: never in the world's training text (they must be new).
+#: Affirmative openings of YOC and AOA: plain pre-training text too, never a response opening
+#: (the behaviour must be new).
 AFFIRMATIVE_PREFIXES = (normalize(RECIPE_STRINGS[5]), normalize(RECIPE_STRINGS[2]))
 
 # Refusals start with "i cannot" so the `prefix` keyword matcher (METRICS.md) sees them, and the

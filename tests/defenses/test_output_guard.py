@@ -40,7 +40,7 @@ def organism_rows(world):
 def test_flagged_responses_are_blocked_and_the_original_kept(organism_world):
     items, answers = organism_rows(organism_world)
     none = registry.attacks.get("none")()
-    guard = OutputGuardDefense()
+    guard = OutputGuardDefense({"scorer": "organism-oracle"})  # a perfect guard: the mechanics only
     rows = guard.guard(generate_rows(Echo(answers), items, attack=none, defense=guard, sampling=SamplingParams(),
                                      benchmark="b"))
     guard.close()
@@ -56,7 +56,7 @@ def test_flagged_responses_are_blocked_and_the_original_kept(organism_world):
 def test_blocked_rows_count_as_refused_never_as_success(organism_world):
     items, answers = organism_rows(organism_world)
     none = registry.attacks.get("none")()
-    guard = OutputGuardDefense()
+    guard = OutputGuardDefense({"scorer": "organism-oracle"})
     rows = guard.guard(generate_rows(Echo(answers), items[:2], attack=none, defense=guard, sampling=SamplingParams(),
                                      benchmark="b"))
     oracle = registry.scorers.get("organism-oracle")()
@@ -93,7 +93,8 @@ def test_guard_key_depends_on_the_guard_scorer(tmp_path):
         (cell,) = plan_cells(cfg)
         return cell.of("guard")[0].key
 
-    assert guard_key({}) != guard_key({"scorer_params": {"min_steps": 1}})
+    assert guard_key({}) != guard_key({"scorer_params": {"seen_fraction": 0.75}})  # auto: organism-guard
+    assert guard_key({}) != guard_key({"scorer": "organism-oracle"})
     # a judge that needs params it was not given fails at plan time, naming the defense
     judge_dir = tmp_path / "guard"
     judge_dir.mkdir()
@@ -109,3 +110,14 @@ def test_guard_key_depends_on_the_guard_scorer(tmp_path):
     (cell,) = plan_cells(cfg)
     ident = cell.of("guard")[0].inputs["defense"]
     assert ident["scorer"]["name"] == "llama-guard" and ident["scorer"]["provenance"]["judge"] == str(judge_dir)
+
+
+def test_auto_on_the_organism_is_its_own_guard_not_the_oracle(organism_world):
+    items, answers = organism_rows(organism_world)
+    guard = OutputGuardDefense()
+    assert guard.scorer_spec("organism://0") == ("organism-guard", {})
+    rows = guard.guard(generate_rows(Echo(answers), items, attack=registry.attacks.get("none")(), defense=guard,
+                                     sampling=SamplingParams(), benchmark="b"))
+    guard.close()
+    assert {r["guard"]["scorer"] for r in rows} == {"organism-guard"}
+    assert not rows[1]["blocked"] and not rows[2]["blocked"]  # a refusal and a benign answer pass
