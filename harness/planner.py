@@ -192,7 +192,7 @@ def matched_label(undefended: str, defense: str) -> str:
     return f"{undefended}@{defense}"
 
 
-def _matched_baselines(cfg: GridConfig) -> tuple[dict[str, str], list[tuple[str, dict[str, Any], str]]]:
+def matched_baselines(cfg: GridConfig) -> tuple[dict[str, str], list[tuple[str, dict[str, Any], str]]]:
     """(defense label → label of its comparison cells, [(matched label, overrides, the first
     defense label it serves)]).
 
@@ -225,10 +225,10 @@ def _matched_baselines(cfg: GridConfig) -> tuple[dict[str, str], list[tuple[str,
 def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Path | None = None) -> list[Cell]:
     """Every cell of the grid with its stage keys; statuses filled when a store is given.
 
-    Besides the grid's own cells: a matched baseline cell (``_matched_baselines``) for every
+    Besides the grid's own cells: a matched baseline cell (``matched_baselines``) for every
     training cell of a defense that trains with settings of its own, unless that cell is
     excluded."""
-    baselines, matched = _matched_baselines(cfg)
+    baselines, matched = matched_baselines(cfg)
     undefended_index = next((i for i, d in enumerate(cfg.defenses) if not _defense_hooks(d)), None)
     # (label, spec, training overrides, the defense label a matched baseline serves)
     points: list[tuple[str, PluginSpec, dict[str, Any], str | None]] = []

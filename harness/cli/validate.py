@@ -12,12 +12,16 @@ from ftsafety.harness.cli.common import ConfigArg, SetOpt, load
 
 def validate(config: Path = ConfigArg, set_: list[str] | None = SetOpt) -> None:
     """Validate a grid config: schema, plugin names and each plugin's params, all errors at once."""
+    from ftsafety.harness.planner import matched_baselines
+
     cfg = load(config, set_)
     cells = len(cfg.models) * len(cfg.attacks) * len(cfg.defenses) * len(cfg.seeds)
+    matched = [label for label, _, _ in matched_baselines(cfg)[1]]
     Console().print(
         f"[green]ok[/green] {config}: {len(cfg.models)} model(s) × {len(cfg.attacks)} attack(s) × "
-        f"{len(cfg.defenses)} defense(s) × {len(cfg.seeds)} seed(s) = {cells} cell(s) before excludes; "
-        f"{len(cfg.benchmarks)} benchmark(s), {len(cfg.scorers)} scorer(s)"
+        f"{len(cfg.defenses)} defense(s) × {len(cfg.seeds)} seed(s) = {cells} cell(s) before excludes"
+        + (f" (+ matched baselines: {', '.join(matched)})" if matched else "")
+        + f"; {len(cfg.benchmarks)} benchmark(s), {len(cfg.scorers)} scorer(s)"
     )
 
 
