@@ -175,7 +175,9 @@ def train_sft(
     """The train stage's fine-tune: ``model_path`` on ``data_file`` with the grid's ``training``
     settings, shaped by the cell's defense (``Defense.training``). Writes ``out/adapter`` (LoRA)
     or ``out/model``, ``train_log.jsonl`` and ``train_summary.json``; returns the summary."""
-    t = training
+    # the defense's own optimiser settings (the planner already put them in a grid's task spec;
+    # a direct caller gets them here)
+    t = training.model_copy(update=defense.training_settings())
     rows = read_jsonl(data_file)
     args: dict[str, Any] = dict(
         num_train_epochs=t.epochs,
