@@ -50,6 +50,14 @@ class AttackSpec(PluginSpec):
     ``lora`` merges key by key)."""
 
 
+class ScorerSpec(PluginSpec):
+    """A scorer or judge, on every benchmark of the grid or on some of them."""
+
+    benchmarks: list[str] | None = None
+    """Labels of the benchmarks it scores (default: all). A harm judge need not judge answers
+    to benign prompts, and a local judge costs an engine pass per benchmark."""
+
+
 class ModelSpec(Strict):
     """A model under test: a local directory, a hub id, or ``organism://default``."""
 
@@ -173,7 +181,7 @@ class GridConfig(Strict):
     """Fine-tuning settings."""
     benchmarks: list[PluginSpec] = Field(min_length=1)
     """Prompt sets to evaluate on."""
-    scorers: list[PluginSpec] = Field(min_length=1)
+    scorers: list[ScorerSpec] = Field(min_length=1)
     """Scorers and judges."""
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     """Backend and decoding."""
@@ -368,6 +376,7 @@ def validate_config(data: dict[str, Any], *, source: str = "config") -> GridConf
         problems.extend(_duplicate_names(cfg))
         problems.extend(_colliding_labels(cfg))
         problems.extend(_exclude_problems(cfg))
+        problems.extend(_scorer_benchmark_problems(cfg))
         problems.extend(_defense_problems(cfg, registry))
     if problems or cfg is None:
         raise ConfigError(f"{source}: {len(problems)} problem(s)", problems=problems)
@@ -523,6 +532,20 @@ def _colliding_labels(cfg: GridConfig) -> list[str]:
                     f"{section}[{i}]{field}: label '{label}' and {section}[{j}] '{labels[j]}' both become "
                     f"'{safe_label(label)}' in cell ids and file names; give one a distinct label"
                 )
+    return problems
+
+
+def _scorer_benchmark_problems(cfg: GridConfig) -> list[str]:
+    """A scorer's ``benchmarks`` naming no benchmark of the grid (a typo) would score nothing."""
+    valid = section_labels(cfg, "benchmarks")
+    problems = []
+    for i, scorer in enumerate(cfg.scorers):
+        for j, label in enumerate(scorer.benchmarks or []):
+            if label not in valid:
+                problems.append(f"scorers[{i}].benchmarks[{j}]: '{label}' is not a benchmark of the grid "
+                                f"(benchmarks: {', '.join(valid)})")
+        if scorer.benchmarks == []:
+            problems.append(f"scorers[{i}].benchmarks: empty; remove the field to score every benchmark")
     return problems
 
 

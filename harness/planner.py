@@ -243,7 +243,8 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
     sampling = {**cfg.generation.sampling().model_dump(mode="json"), "backend": cfg.generation.backend}
     engine_id = cfg.engine.identity()
     bench_ids = [(display_label(cfg, "benchmarks", i), _plugin_identity("benchmarks", b)) for i, b in enumerate(cfg.benchmarks)]
-    scorer_ids = [(display_label(cfg, "scorers", i), _plugin_identity("scorers", s)) for i, s in enumerate(cfg.scorers)]
+    scorer_ids = [(display_label(cfg, "scorers", i), _plugin_identity("scorers", s), s.benchmarks)
+                  for i, s in enumerate(cfg.scorers)]
 
     for model in cfg.models:
         for ai, attack in enumerate(cfg.attacks):
@@ -341,7 +342,9 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                             scored = Stage("guard", content_key(guard_in), guard_in, benchmark=bench_label,
                                            deps=[gen.slot])
                             cell.stages.append(scored)
-                        for scorer_label, scorer_id in scorer_ids:
+                        for scorer_label, scorer_id, scored_benchmarks in scorer_ids:
+                            if scored_benchmarks is not None and bench_label not in scored_benchmarks:
+                                continue
                             score_in = {"generations": scored.key, "scorer": scorer_id}
                             cell.stages.append(
                                 Stage("score", content_key(score_in), score_in, benchmark=bench_label,

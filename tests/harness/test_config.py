@@ -175,3 +175,19 @@ def test_prefill_with_full_fine_tuning_is_refused_unless_excluded():
     assert any("'prefill' needs LoRA" in p and "'harmful'" in p for p in err.value.problems)
     validate_config(grid | {"excludes": [{"attack": "harmful", "defense": "prefill"}]})
     validate_config(grid | {"training": {"method": "lora"}})
+
+
+def test_a_scorer_can_be_limited_to_some_benchmarks():
+    from ftsafety.harness.planner import plan_cells
+
+    grid = base() | {"benchmarks": [{"name": "organism-harmful"}, {"name": "organism-benign"}],
+                     "scorers": [{"name": "organism-oracle"}, {"name": "organism-guard", "benchmarks": ["organism-harmful"]}]}
+    (cell,) = plan_cells(validate_config(grid))
+    assert sorted(s.slot for s in cell.of("score")) == [
+        "score/organism-benign/organism-oracle", "score/organism-harmful/organism-guard", "score/organism-harmful/organism-oracle"]
+    bad = grid | {"scorers": [{"name": "organism-oracle", "benchmarks": ["organism-harmfull"]}]}
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    assert any(p.startswith("scorers[0].benchmarks[0]: 'organism-harmfull' is not a benchmark") for p in err.value.problems)
+    with pytest.raises(ConfigError):
+        validate_config(grid | {"scorers": [{"name": "organism-oracle", "benchmarks": []}]})
