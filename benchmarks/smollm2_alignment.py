@@ -51,7 +51,7 @@ def answers(model_dir: str, prompts: list[str]) -> list[str]:
 
     sampling = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, seed=0)
     requests = [GenerationRequest(messages=[{"role": "user", "content": p}]) for p in prompts]
-    with open_backend(model_dir, backend="vllm", adapters=False, max_model_len=2048) as backend:
+    with open_backend(model_dir, backend="vllm", base_only=True, max_model_len=2048) as backend:
         return [outs[0].continuation for outs in backend.generate(requests, sampling)]
 
 

@@ -71,7 +71,7 @@ class StageContext:
         from ftsafety.harness.models import open_backend
 
         return open_backend(path or self.model_path, self.engine, backend=self.backend,
-                            trust_remote_code=self.model.trust_remote_code, adapters=False)
+                            trust_remote_code=self.model.trust_remote_code, base_only=True)
 
     def cached(self, stage: str, inputs: dict[str, Any], filename: str, compute: Any) -> Any:
         """``compute()``'s JSON result, cached in the store under a key of ``inputs`` + the model

@@ -197,7 +197,7 @@ def open_backend(
     *,
     backend: str = "vllm",
     trust_remote_code: bool = False,
-    adapters: bool = True,
+    base_only: bool = False,
     **options: Any,
 ) -> GenerationBackend:
     """A generation backend (``ftsafety.harness.registry.backends``) on ``model``.
@@ -206,7 +206,7 @@ def open_backend(
     ``EngineSpec.backend_options``), overridden by ``options`` (a judge's ``backend_options``,
     ``batch_size``...); the backend validates them (an unknown option is a ``UserError``). A
     hub ``ModelRef`` with a revision loads that revision. Use the result as a context manager
-    so its memory is released. ``adapters=False``: the engine will only answer with the base
+    so its memory is released. ``base_only=True``: the engine will only answer with the base
     weights (the backend's ``no_adapter_options`` apply).
     """
     from ftsafety.harness.registry import backends
@@ -216,7 +216,7 @@ def open_backend(
     merged = engine.backend_options(backend_cls) if engine is not None else {}
     if ref.hub_revision is not None:
         merged["revision"] = ref.hub_revision
-    if not adapters:
+    if base_only:
         merged.update(backend_cls.no_adapter_options)
     merged.update(options)
     return backend_cls(ref.resolve(), trust_remote_code=ref.trust_remote_code or trust_remote_code, **merged)

@@ -190,7 +190,7 @@ class _LocalJudge(Scorer):
             # the grid's engine settings, with the judge's own backend options on top
             self._backend = open_backend(
                 p.model, self.engine, backend=p.backend, trust_remote_code=p.trust_remote_code,  # type: ignore[attr-defined]
-                adapters=False, **p.backend_options,  # type: ignore[attr-defined]
+                base_only=True, **p.backend_options,  # type: ignore[attr-defined]
             )
         results = self._backend.generate(requests, self.sampling())
         return [r[0].continuation if r else "" for r in results]

@@ -113,10 +113,10 @@ def test_explicit_options_win_over_the_engine_spec(tmp_path):
 
 
 def test_a_base_only_engine_gets_the_backends_no_adapter_options(tmp_path):
-    backend = open_backend(str(tmp_path), EngineSpec(max_lora_rank=16), backend="test-recording", adapters=False)
+    backend = open_backend(str(tmp_path), EngineSpec(max_lora_rank=16), backend="test-recording", base_only=True)
     assert backend.raw == {"max_lora_rank": 16, "serve_adapters": False}
     # an explicit option still wins
-    backend = open_backend(str(tmp_path), backend="test-recording", adapters=False, serve_adapters=True)
+    backend = open_backend(str(tmp_path), backend="test-recording", base_only=True, serve_adapters=True)
     assert backend.raw == {"serve_adapters": True}
 
 
