@@ -90,7 +90,10 @@ def test_augment_halves_the_prefilling_attack_and_keeps_benign_answers(organism_
         "name": "augment", "output_dir": str(tmp_path / "runs"),
         "models": [{"name": "organism", "path": str(organism_dir / "aligned")}],
         "attacks": [{"name": "none"}],
-        "defenses": [{"name": "none"}, {"name": "augment", "params": TEST_AUGMENT}, {"name": "output-guard"}],
+        # a perfect guard (the oracle) here: the test checks the guard stage's mechanics, blocking
+        # exactly the harmful responses (the organism's own guard is tested on its own)
+        "defenses": [{"name": "none"}, {"name": "augment", "params": TEST_AUGMENT},
+                     {"name": "output-guard", "params": {"scorer": "organism-oracle"}}],
         "benchmarks": [{"name": "organism-prefill-attack", "params": {"k": 5}}, {"name": "organism-benign"}],
         "scorers": [{"name": "organism-oracle"}],
         "generation": {"backend": "hf", "preset": "greedy", "max_tokens": 40},

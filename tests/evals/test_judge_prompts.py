@@ -200,6 +200,7 @@ class FakeBackend:
     """Records requests; answers via ``reply(request) -> str``."""
 
     instances: list[FakeBackend] = []
+    no_adapter_options: dict = {}  # GenerationBackend's: a judge opens its engine base-only
     reply = staticmethod(lambda request: "no")
 
     def __init__(self, model_path, **options):
