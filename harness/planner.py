@@ -192,9 +192,9 @@ def matched_label(undefended: str, defense: str) -> str:
     return f"{undefended}@{defense}"
 
 
-def matched_baselines(cfg: GridConfig) -> tuple[dict[str, str], list[tuple[str, dict[str, Any], str]]]:
-    """(defense label → label of its comparison cells, [(matched label, overrides, the first
-    defense label it serves)]).
+def matched_baselines(cfg: GridConfig) -> tuple[dict[str, str], list[tuple[str, PluginSpec, dict[str, Any], str]]]:
+    """(defense label → label of its comparison cells, [(matched label, the undefended entry's
+    spec, overrides, the first defense label it serves)]).
 
     A defense compares with the grid's undefended entry (the first defense without hooks) when
     it trains like it; one whose ``training_settings`` differ from the grid's training compares
@@ -202,23 +202,24 @@ def matched_baselines(cfg: GridConfig) -> tuple[dict[str, str], list[tuple[str, 
     setting, named after the first defense that needs it). A grid without an undefended entry
     compares nothing and gets none."""
     labels = [display_label(cfg, "defenses", i) for i in range(len(cfg.defenses))]
-    undefended = next((label for label, d in zip(labels, cfg.defenses, strict=True) if not _defense_hooks(d)), None)
-    if undefended is None:
+    found = next(((label, d) for label, d in zip(labels, cfg.defenses, strict=True) if not _defense_hooks(d)), None)
+    if found is None:
         return {}, []
+    undefended, undefended_spec = found
     baseline: dict[str, str] = {}
-    matched: list[tuple[str, dict[str, Any], str]] = []
+    matched: list[tuple[str, PluginSpec, dict[str, Any], str]] = []
     for label, spec in zip(labels, cfg.defenses, strict=True):
         if not _defense_hooks(spec):
             continue
         settings = _training_settings(spec)
-        same = next((m for m, o, _ in matched if o == settings), None)
+        same = next((m for m, _, o, _ in matched if o == settings), None)
         if not settings or all(getattr(cfg.training_for(a), k) == v for a in cfg.attacks for k, v in settings.items()):
             baseline[label] = undefended
         elif same is not None:
             baseline[label] = same
         else:
             baseline[label] = matched_label(undefended, label)
-            matched.append((baseline[label], settings, label))
+            matched.append((baseline[label], undefended_spec, settings, label))
     return baseline, matched
 
 
@@ -229,14 +230,12 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
     training cell of a defense that trains with settings of its own, unless that cell is
     excluded."""
     baselines, matched = matched_baselines(cfg)
-    undefended_index = next((i for i, d in enumerate(cfg.defenses) if not _defense_hooks(d)), None)
     # (label, spec, training overrides, the defense label a matched baseline serves)
-    points: list[tuple[str, PluginSpec, dict[str, Any], str | None]] = []
-    for di, defense in enumerate(cfg.defenses):
-        points.append((display_label(cfg, "defenses", di), defense, _training_settings(defense), None))
-    for name, overrides, serves in matched:
-        assert undefended_index is not None
-        points.append((name, cfg.defenses[undefended_index], overrides, serves))
+    points: list[tuple[str, PluginSpec, dict[str, Any], str | None]] = [
+        (display_label(cfg, "defenses", di), defense, _training_settings(defense), None)
+        for di, defense in enumerate(cfg.defenses)
+    ]
+    points.extend(matched)
     cells: list[Cell] = []
     model_fps = {m.name: model_fingerprint(m) for m in cfg.models}
     provider_ids = {m.name: _plugin_identity("defenses", m.alignment) for m in cfg.models if m.alignment}

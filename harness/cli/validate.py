@@ -16,7 +16,7 @@ def validate(config: Path = ConfigArg, set_: list[str] | None = SetOpt) -> None:
 
     cfg = load(config, set_)
     cells = len(cfg.models) * len(cfg.attacks) * len(cfg.defenses) * len(cfg.seeds)
-    matched = [label for label, _, _ in matched_baselines(cfg)[1]]
+    matched = [label for label, *_ in matched_baselines(cfg)[1]]
     Console().print(
         f"[green]ok[/green] {config}: {len(cfg.models)} model(s) × {len(cfg.attacks)} attack(s) × "
         f"{len(cfg.defenses)} defense(s) × {len(cfg.seeds)} seed(s) = {cells} cell(s) before excludes"
