@@ -46,23 +46,23 @@ def grouped_lora_matmul(inputs: Any, weights: Any, indices: Any, dtype: Any) -> 
     return out
 
 
-def _products(inputs: Any, weights: Any, indices: Any, dtype: Any, original: Any) -> Any:
+def _products(inputs: Any, weights: Any, indices: Any, dtype: Any) -> Any:
     # vLLM broadcasts a single input row over several indices (and vice versa); keep its own
     # einsum for any shape this grouping does not cover.
+    import torch
+
     if indices.dim() == 1 and inputs.dim() == 2 and inputs.shape[0] == indices.shape[0]:
         return grouped_lora_matmul(inputs, weights, indices, dtype)
     selected = weights[indices].to(dtype=dtype)
     if selected.dim() == 4:
         selected = selected.squeeze(dim=1)
-    return original("bi, boi -> bo", inputs.to(dtype=dtype), selected)
+    return torch.einsum("bi, boi -> bo", inputs.to(dtype=dtype), selected)
 
 
 def bgmv_expand(inputs: Any, lora_b_weights: Any, output_tensor: Any, lora_indices_tensor: Any,
                 add_inputs: bool = True) -> None:
     """``vllm.lora.ops.torch_ops.bgmv_expand`` with grouped products (same writes)."""
-    import torch
-
-    outputs = _products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype, torch.einsum)
+    outputs = _products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     limit = output_tensor.shape[0]
     if outputs.shape[0] == 1 and output_tensor.shape[0] != 1:
         limit = 1
@@ -76,18 +76,14 @@ def bgmv_expand(inputs: Any, lora_b_weights: Any, output_tensor: Any, lora_indic
 def bgmv_shrink(inputs: Any, lora_b_weights: Any, output_tensor: Any, lora_indices_tensor: Any,
                 scaling: float = 1.0) -> None:
     """``vllm.lora.ops.torch_ops.bgmv_shrink`` with grouped products (same writes)."""
-    import torch
-
-    outputs = _products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype, torch.einsum)
+    outputs = _products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     output_tensor[:, : outputs.shape[1]] = scaling * outputs[:]
 
 
 def bgmv_expand_slice(inputs: Any, lora_b_weights: Any, output_tensor: Any, lora_indices_tensor: Any,
                       slice_offset: int, slice_size: int, add_inputs: bool = True) -> None:
     """``vllm.lora.ops.torch_ops.bgmv_expand_slice`` with grouped products (same writes)."""
-    import torch
-
-    outputs = _products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype, torch.einsum)
+    outputs = _products(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     if add_inputs:
         output_tensor[:, slice_offset : slice_offset + slice_size] += outputs[:]
     else:
