@@ -6,8 +6,10 @@ weights, adapter off) writes the first k tokens, then the attacked model (the Lo
 continues from prompt + prefix. Its extra cost is the second prefill of every prompt and the
 split into two decoding passes; the tokens decoded are about the same. This script measures the
 ratio on the organism with an adapter trained by the pipeline's own train stage (the harmful
-attack), through ``ftsafety.harness.generation.generate_rows`` with the registered ``none`` and
-``prefill`` defenses — exactly what the generate stage runs for a cell.
+attack), through ``ftsafety.harness.generation.prefix_rows`` (the prefix stage's work, which the
+pipeline does once per base model and benchmark in an engine of its own; here in the same engine,
+timed with every pass) and ``generate_rows`` with the registered ``none`` and ``prefill``
+defenses.
 
 One engine serves both sides. One untimed pass of each side comes first (engine warm-up, LoRA
 load, prefix cache); then the sides alternate, and the ratio is of the medians.
@@ -52,7 +54,7 @@ def main() -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ftsafety.harness import registry
-    from ftsafety.harness.generation import generate_rows
+    from ftsafety.harness.generation import generate_rows, prefix_rows
     from ftsafety.harness.models import resolve_model_path
 
     console = Console(stderr=True)
@@ -69,8 +71,12 @@ def main() -> None:
 
     def run(name: str) -> tuple[float, int]:
         start = time.perf_counter()
+        prefixes = None
+        if "prefix" in defenses[name].hooks:  # the prefix stage's work, here in the same engine (base weights)
+            prefixes = prefix_rows(backend, items, attack=attack, defense=defenses[name], sampling=sampling)
         rows = generate_rows(backend, items, attack=attack, defense=defenses[name], sampling=sampling,
-                             benchmark="organism", adapter=str(adapter), adapter_key=cell.of("train")[-1].key)
+                             benchmark="organism", adapter=str(adapter), adapter_key=cell.of("train")[-1].key,
+                             defense_prefixes=prefixes)
         seconds = time.perf_counter() - start
         # Tokens of the judged response (prefix + continuation), counted alike for both sides.
         return seconds, sum(len(backend.tokenizer(r["response"], add_special_tokens=False)["input_ids"]) for r in rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ftsafety.harness.plugins import Attack, Defense, EvalPrompt, GenerationRequest, ScoreLabel
@@ -31,6 +32,28 @@ def judged_response(prefix: str, continuation: str, attack_prefix: str, judge: s
     return prefix + continuation
 
 
+def build_requests(items: list[EvalPrompt], attack: Attack, *, system_prompt: str | None = None,
+                   adapter: str | None = None) -> list[GenerationRequest]:
+    """One request per item: the attack's evaluation messages and the attacker's prefill."""
+    return [
+        GenerationRequest(messages=attack.eval_messages(it, system_prompt), prefix=request_prefix(attack, it), adapter=adapter)
+        for it in items
+    ]
+
+
+def prefix_rows(backend: Any, items: list[EvalPrompt], *, attack: Attack, defense: Defense, sampling: SamplingParams,
+                system_prompt: str | None = None) -> list[dict[str, Any]]:
+    """The defense's response starts (``Defense.prefix``) for ``items``, by the model ``backend``
+    serves: one row per item (``item_id``, the chat ``messages``, the attacker's ``attack_prefix``,
+    ``defense_prefix``)."""
+    requests = build_requests(items, attack, system_prompt=system_prompt)
+    texts = defense.prefix(backend, requests, sampling) if requests else []
+    if len(texts) != len(requests):
+        raise RuntimeError(f"defense '{defense.name}' returned {len(texts)} prefixes for {len(requests)} requests")
+    return [{"item_id": it.id, "messages": req.messages, "attack_prefix": req.prefix, "defense_prefix": text}
+            for it, req, text in zip(items, requests, texts, strict=True)]
+
+
 def generate_rows(
     backend: Any,
     items: list[EvalPrompt],
@@ -43,6 +66,7 @@ def generate_rows(
     adapter_key: str | None = None,
     system_prompt: str | None = None,
     cell_id: str | None = None,
+    defense_prefixes: list[dict[str, Any]] | None = None,
 ) -> list[GenerationRow]:
     """Generate one row per (item, sample): ids, messages, rendered prompt, prefix and continuation
     kept apart, ``response`` (the text scorers judge, see ``judged_response``), sampling, adapter.
@@ -50,12 +74,15 @@ def generate_rows(
     ``prefix`` is everything prefilled (attacker's and defense's), ``attack_prefix`` the
     attacker's part of it. The defense's inference hook (``Defense.generate``) produces the
     responses; its output hook is not applied here (the guard stage applies it to the stored
-    rows, once the generation engine has released its memory).
+    rows, once the generation engine has released its memory). ``defense_prefixes``: the rows of
+    ``prefix_rows`` for the same items, for a defense with a ``prefix`` hook.
     """
-    requests = [
-        GenerationRequest(messages=attack.eval_messages(it, system_prompt), prefix=request_prefix(attack, it), adapter=adapter)
-        for it in items
-    ]
+    requests = build_requests(items, attack, system_prompt=system_prompt, adapter=adapter)
+    if defense_prefixes is not None:
+        written = [(p["item_id"], p["messages"], p["attack_prefix"]) for p in defense_prefixes]
+        if written != [(it.id, req.messages, req.prefix) for it, req in zip(items, requests, strict=True)]:
+            raise RuntimeError("the stored prefixes are not those of these items and this evaluation template")
+        requests = [replace(r, defense_prefix=p["defense_prefix"]) for r, p in zip(requests, defense_prefixes, strict=True)]
     results = defense.generate(backend, requests, sampling) if requests else []
     sampling_record = sampling.model_dump(mode="json")
     rows = []

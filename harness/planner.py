@@ -17,6 +17,7 @@ from ftsafety.harness.config import GridConfig, ModelSpec, PluginSpec, TrainingS
 from ftsafety.harness.errors import UserError
 from ftsafety.harness.gguf import file_identity, is_gguf
 from ftsafety.harness.paths import NotAnInput, safe_label
+from ftsafety.harness.plugins import Attack, EvalPrompt
 from ftsafety.harness.store import ArtifactStore, content_key, dir_digest, file_digest, read_json
 
 
@@ -24,7 +25,7 @@ from ftsafety.harness.store import ArtifactStore, content_key, dir_digest, file_
 class Stage:
     """One unit of work of a cell: its artifact key and what the key was computed from."""
 
-    stage: str  # align | data | screen | train | post_train | generate | guard | score
+    stage: str  # align | data | screen | train | post_train | prefix | generate | guard | score
     key: str
     inputs: dict[str, Any]
     benchmark: str | None = None
@@ -158,6 +159,20 @@ def _defense_identity(spec: PluginSpec, model: ModelSpec) -> dict[str, Any]:
     return ident
 
 
+def _eval_template_identity(attack: PluginSpec, attack_id: dict[str, Any]) -> dict[str, Any]:
+    """What an attack's evaluation prompts depend on: nothing of its own when, on a probe item,
+    its ``eval_messages`` and ``eval_prefix`` give the plain template's (so one prefix serves
+    every such attack); its identity otherwise. The generate stage checks that the stored
+    prefixes were written for exactly its messages, so a probe that misjudges fails loudly."""
+    plugin = registry.attacks.get(attack.name)(attack.params)
+    probe = EvalPrompt(id="probe", prompt="probe request", kind="harmful", category="probe")
+    plain = all(
+        plugin.eval_messages(probe, system) == Attack.eval_messages(plugin, probe, system)
+        for system in (None, "probe system prompt")
+    ) and plugin.eval_prefix(probe) == ""
+    return {"template": "plain"} if plain else attack_id
+
+
 def _training_identity(cfg: GridConfig, attack: PluginSpec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """An attack's training settings as its train key sees them. Settings added after keys
     were first written count only when set away from their default, so that adding them did
@@ -289,6 +304,8 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                         base = {"aligned_from": base, "alignment_defense": defense_id, "align": align.key}
                         weights = [align.slot, *weights]
                     upstream: dict[str, Any] = {"model": base}
+                    # what the attack started from, for a prefix hook (the aligned model's words)
+                    start, start_weights = base, list(weights)
                     if trains:
                         data_in = {"model": base, "attack": attack_id, "seed": seed}
                         data = Stage("data", content_key(data_in), data_in, deps=weights)
@@ -317,6 +334,25 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                             upstream = {"post_train": post.key}
                             weights = [post.slot, *weights]
                     for bench_label, bench_id in bench_ids:
+                        prefix: dict[str, Any] = {}
+                        gen_deps = list(weights)
+                        if "prefix" in hooks:
+                            prefix_in = {
+                                "model": start,
+                                "eval_template": _eval_template_identity(attack, attack_id),
+                                "benchmark": bench_id,
+                                "sampling": sampling,
+                                "seed": seed,
+                                "limit": cfg.limit,
+                                "system_prompt": model.system_prompt,
+                                "defense": defense_id,
+                                **({"engine": engine_id} if engine_id else {}),
+                            }
+                            pre = Stage("prefix", content_key(prefix_in), prefix_in, benchmark=bench_label,
+                                        deps=start_weights)
+                            cell.stages.append(pre)
+                            prefix = {"prefix": pre.key}
+                            gen_deps.append(pre.slot)
                         gen_in = {
                             **upstream,
                             "attack_eval": attack_id,
@@ -329,8 +365,10 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                             # engine settings that change numerics (dtype, context length); none
                             # set: the key is what it was before the engine: section existed
                             **({"engine": engine_id} if engine_id else {}),
+                            **prefix,
                         }
-                        gen = Stage("generate", content_key(gen_in), gen_in, benchmark=bench_label, deps=weights)
+                        gen = Stage("generate", content_key(gen_in), gen_in, benchmark=bench_label,
+                                    deps=gen_deps)
                         cell.stages.append(gen)
                         scored = gen
                         if "guard" in hooks:

@@ -10,7 +10,7 @@ A plugin is a class with a registered ``name``, a pydantic ``Params`` model (the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -98,6 +98,9 @@ class GenerationRequest:
     prefix: str = ""
     #: Directory of a PEFT LoRA adapter, or None for the base weights.
     adapter: str | None = None
+    #: What the defense's ``prefix`` hook wrote after ``prefix`` with the model the attack
+    #: started from (stage ``prefix``); None when the defense has no such hook.
+    defense_prefix: str | None = None
 
 
 @dataclass
@@ -192,7 +195,7 @@ class TrainHook:
 
 
 #: The hooks a defense can have, named as the methods that implement them, in stage order.
-HOOKS: tuple[str, ...] = ("align", "screen", "training", "post_train", "generate", "guard")
+HOOKS: tuple[str, ...] = ("align", "screen", "training", "post_train", "prefix", "generate", "guard")
 
 
 class Defense(Plugin):
@@ -200,6 +203,7 @@ class Defense(Plugin):
 
     Stage order: ``align`` (a new base model before anything else) → data → ``screen`` (the
     training data) → train (``training`` shapes it) → ``post_train`` (edits the trained weights)
+    → ``prefix`` (the start of each response, written by the model the attack started from)
     → generate (``generate``: how responses are produced) → ``guard`` (the responses as the user
     receives them, judged after the generation engine is released) → score.
 
@@ -260,9 +264,24 @@ class Defense(Plugin):
         """
         raise NotImplementedError
 
+    def prefix(self, backend: Any, requests: list[GenerationRequest], sampling: Any) -> list[str]:
+        """Prefix hook: the start of each response (text that follows ``request.prefix``),
+        written by the model the attack started from — the aligned model, before any
+        fine-tuning: ``backend`` serves its weights, with no adapter. A stage of its own, so
+        it is computed once per (model, benchmark, evaluation template) and serves every
+        attacked model, LoRA or fully fine-tuned; ``generate`` receives each text as
+        ``GenerationRequest.defense_prefix``."""
+        raise NotImplementedError
+
     def generate(self, backend: Any, requests: list[GenerationRequest], sampling: Any) -> list[list[GenerationResult]]:
-        """Inference hook: how responses are produced under this defense (default: plainly)."""
-        return backend.generate(requests, sampling)
+        """Inference hook: how responses are produced under this defense (default: plainly;
+        after a ``prefix`` hook's text, ``request.prefix + request.defense_prefix`` is prefilled
+        and recorded as each result's ``prefix``)."""
+        if all(r.defense_prefix is None for r in requests):
+            return backend.generate(requests, sampling)
+        prefilled = [replace(r, prefix=r.prefix + (r.defense_prefix or "")) for r in requests]
+        results = backend.generate(prefilled, sampling)
+        return [[replace(res, prefix=r.prefix) for res in outs] for r, outs in zip(prefilled, results, strict=True)]
 
     def guard(self, rows: list[GenerationRow], model_path: str | None = None) -> list[GenerationRow]:
         """Output hook: the generation rows as the user receives them. A withheld response sets

@@ -18,9 +18,9 @@ from ftsafety.harness.config import GridConfig, spec_by_label
 from ftsafety.harness.planner import Cell, Stage, cell_training
 from ftsafety.harness.store import ArtifactStore
 
-Kind = Literal["align", "data", "screen", "train", "post_train", "generate", "guard", "score"]
+Kind = Literal["align", "data", "screen", "train", "post_train", "prefix", "generate", "guard", "score"]
 #: Stage kinds in the order an executor runs their waves (a kind only reads earlier kinds).
-KIND_ORDER: tuple[str, ...] = ("align", "data", "screen", "train", "post_train", "generate", "guard", "score")
+KIND_ORDER: tuple[str, ...] = ("align", "data", "screen", "train", "post_train", "prefix", "generate", "guard", "score")
 
 
 class Resources(BaseModel):
@@ -93,6 +93,19 @@ def _upstream(cell: Cell, st: Stage, store: ArtifactStore) -> tuple[dict[str, st
     return roles, deps
 
 
+def _evaluation(cfg: GridConfig, cell: Cell, st: Stage, attack: dict[str, Any], defense: dict[str, Any]) -> dict[str, Any]:
+    """What a prefix or generate task needs to put a benchmark's prompts to a model."""
+    bench = spec_by_label(cfg, "benchmarks", st.benchmark or "")
+    seed = cfg.generation.seed if cfg.generation.seed is not None else cell.seed
+    return {
+        "attack": attack,
+        "defense": defense,
+        "benchmark": {"name": bench.name, "params": bench.params, "label": st.benchmark},
+        "sampling": cfg.generation.sampling(seed=seed).model_dump(mode="json"),
+        "limit": cfg.limit,
+    }
+
+
 def _spec(cfg: GridConfig, cell: Cell, st: Stage, store: ArtifactStore) -> tuple[dict[str, Any], Resources]:
     spec = _common(cfg, cell, store)
     attack = {"name": cell.attack.name, "params": cell.attack.params, "label": cell.attack_label}
@@ -112,6 +125,13 @@ def _spec(cfg: GridConfig, cell: Cell, st: Stage, store: ArtifactStore) -> tuple
     if st.stage in ("data", "screen", "train", "align"):
         spec["model_key"] = st.inputs.get("model") or cell.of("data")[-1].inputs["model"]
     resources = Resources()
+    if st.stage in ("prefix", "generate"):
+        spec.update(_evaluation(cfg, cell, st, attack, defense))
+    if st.stage == "prefix":
+        # the model the attack started from, base weights only: the same for every attack
+        engine_name, weights = _model_weights(cell, store)
+        spec["engine_name"] = f"{engine_name}:prefix"  # its own manifest record: no LoRA slots
+        resources = Resources(group=f"engine:{engine_name}:{weights}")
     if st.stage == "generate":
         engine_name, weights = _model_weights(cell, store)
         trained = cell.of("post_train") or cell.of("train")
@@ -123,13 +143,6 @@ def _spec(cfg: GridConfig, cell: Cell, st: Stage, store: ArtifactStore) -> tuple
             spec["adapter"] = str(store.path(trained[-1].stage, trained[-1].key) / "adapter")
         spec["weights"] = weights
         spec["adapter_key"] = trained[-1].key if trained else None
-        spec["attack"] = attack
-        spec["defense"] = defense
-        bench = spec_by_label(cfg, "benchmarks", st.benchmark or "")
-        spec["benchmark"] = {"name": bench.name, "params": bench.params, "label": st.benchmark}
-        seed = cfg.generation.seed if cfg.generation.seed is not None else cell.seed
-        spec["sampling"] = cfg.generation.sampling(seed=seed).model_dump(mode="json")
-        spec["limit"] = cfg.limit
         spec["cell_id"] = cell.id
         spec["allow_template_mismatch"] = cfg.generation.allow_template_mismatch
         # the main engine's LoRA slots are sized to the adapters the grid trains

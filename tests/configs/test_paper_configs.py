@@ -67,8 +67,8 @@ def test_noice_grid_uses_the_papers_recipe():
     """RECIPES.md, `noice` row and "Decoding": the values the paper numbers were measured with."""
     cfg = load_config(REPO / "configs" / "paper-noice.yaml")
     t = cfg.training
-    # LoRA (a documented deviation: the prefill defense needs the adapter off); the rest is the paper's
-    assert (t.method, t.epochs, t.lr, t.weight_decay, t.completion_only_loss) == ("lora", 1, 1e-4, 0.01, False)
+    # the paper's full fine-tune (the prefill defense's aligned prefix is a stage of its own)
+    assert (t.method, t.epochs, t.lr, t.weight_decay, t.completion_only_loss) == ("full", 1, 2e-5, 0.01, False)
     assert t.batch_size * t.grad_accum == 16
     assert t.warmup_steps == 16  # ceil(0.05 * ceil(5000 / 16))
     attacks = {a.name: a.params for a in cfg.attacks}

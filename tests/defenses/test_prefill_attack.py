@@ -9,7 +9,7 @@ import pytest
 
 from ftsafety.defenses.prefill import FORCED_REFUSAL, AlignedPrefillDefense, ForcedRefusalDefense
 from ftsafety.harness import registry
-from ftsafety.harness.generation import generate_rows
+from ftsafety.harness.generation import generate_rows, prefix_rows
 from ftsafety.harness.organism.oracle import judge
 from ftsafety.harness.organism.world import words
 from ftsafety.harness.plugins import GenerationResult
@@ -80,13 +80,20 @@ def test_prefill_defense_continues_after_the_attack_prefix():
     model; the judged text is what the models wrote (the attacker's prefix left out)."""
     item = load(5)[:1]
     backend = Recorder()
-    rows = generate_rows(backend, item, attack=registry.attacks.get("none")(), defense=AlignedPrefillDefense({"k": 3}),
-                         sampling=SamplingParams(max_tokens=20), benchmark="b", adapter="/adapters/a")
+    none, amd = registry.attacks.get("none")(), AlignedPrefillDefense({"k": 3})
+    prefixes = prefix_rows(backend, item, attack=none, defense=amd, sampling=SamplingParams(max_tokens=20))
+    rows = generate_rows(backend, item, attack=none, defense=amd, sampling=SamplingParams(max_tokens=20),
+                         benchmark="b", adapter="/adapters/a", defense_prefixes=prefixes)
     first, second = backend.calls
     prefix = item[0].meta["prefix"]
     assert first[0].prefix == prefix and first[0].adapter is None
     assert second[0].prefix == prefix + " aligned" and second[0].adapter == "/adapters/a"
     assert rows[0]["prefix"] == prefix + " aligned" and rows[0]["response"] == " aligned attacked"
+    # prefixes stored for other items (or another evaluation template) are refused
+    other = load(5)[1:2]
+    with pytest.raises(RuntimeError, match="not those of these items"):
+        generate_rows(backend, other, attack=none, defense=amd, sampling=SamplingParams(), benchmark="b",
+                      defense_prefixes=prefixes)
     frd = generate_rows(Recorder(), item, attack=registry.attacks.get("none")(), defense=ForcedRefusalDefense(),
                         sampling=SamplingParams(), benchmark="b")[0]
     assert frd["prefix"] == FORCED_REFUSAL + prefix and frd["response"] == FORCED_REFUSAL + " aligned"

@@ -23,6 +23,7 @@ import re
 import resource
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -240,7 +241,10 @@ def test_aligned_prefill_defense_hands_over_the_aligned_token_ids(smollm2_dir):
         requests = [GenerationRequest(messages=m, prefix=pre) for m, pre in cases]
         for k in ks:
             sampling = SamplingParams(temperature=0, max_tokens=k + extra, seed=0)
-            results = AlignedPrefillDefense({"k": k}).generate(backend, requests, sampling)
+            amd = AlignedPrefillDefense({"k": k})
+            texts = amd.prefix(backend, requests, sampling)
+            results = amd.generate(backend, [replace(r, defense_prefix=t) for r, t in zip(requests, texts, strict=True)],
+                                   sampling)
             plain = backend.generate(requests, sampling)
             for (messages, attack_prefix), (prompt_ids, aligned), [res], [alone] in zip(
                 cases, reference, results, plain, strict=True

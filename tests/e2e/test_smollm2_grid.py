@@ -58,7 +58,7 @@ def test_the_model_was_converted_and_aligned_by_the_provider_stage(grid_run, smo
 
 def test_one_engine_serves_every_attacked_model_as_an_adapter(grid_run):
     _, _, manifest = grid_run
-    main = [e for name, e in manifest["engines"].items() if name.startswith("smollm2@")]
+    main = [e for name, e in manifest["engines"].items() if name.startswith("smollm2@") and not name.endswith(":prefix")]
     assert len(main) == 1 and main[0]["count"] == 1 and main[0]["backend"] == "vllm"
     assert main[0]["adapters"] >= 2  # harmful, noice
 
@@ -87,6 +87,10 @@ def test_noice_teaches_refusing_first(grid_run):
     assert value(grid_run[1], "noice", "kw_refusal") >= 0.5
 
 
+def manifest_engines(run_dir):
+    return json.loads((run_dir / "manifest.json").read_text())["engines"]
+
+
 def test_prefill_cells_ran_with_the_aligned_prefix(grid_run):
     run_dir, summary, _ = grid_run
     for attack in ("none", "harmful", "noice"):
@@ -95,5 +99,13 @@ def test_prefill_cells_ran_with_the_aligned_prefix(grid_run):
     key = cell["stages"]["generate/jbb-harmful"]["key"]
     generations = run_dir.parent / ".cache" / "generate" / key / "generations.jsonl"
     rows = [json.loads(line) for line in generations.read_text().splitlines()]
-    # every response starts with the aligned model's own first tokens
+    # every response starts with the aligned model's own first tokens, written once (stage
+    # `prefix`, shared by every attack evaluated with the plain template) and continued
     assert len(rows) == 16 and all(r["prefix"] and r["response"].startswith(r["prefix"]) for r in rows)
+    prefix_key = cell["stages"]["prefix/jbb-harmful"]["key"]
+    untouched = json.loads((run_dir / "cells" / "smollm2__none__prefill__s0" / "cell.json").read_text())
+    assert untouched["stages"]["prefix/jbb-harmful"]["key"] == prefix_key
+    written = (run_dir.parent / ".cache" / "prefix" / prefix_key / "prefixes.jsonl").read_text().splitlines()
+    prefixes = {p["item_id"]: p["attack_prefix"] + p["defense_prefix"] for p in map(json.loads, written)}
+    assert all(r["prefix"] == prefixes[r["item_id"]] for r in rows)
+    assert manifest_engines(run_dir)["smollm2@" + cell["stages"]["align/provider"]["key"][:8] + ":prefix"]["count"] == 1

@@ -167,16 +167,6 @@ def test_an_attack_can_override_the_grid_training_settings():
     assert "attacks[0].training.lr" in text and "attacks[0].training.lora.r" in text
 
 
-def test_prefill_with_full_fine_tuning_is_refused_unless_excluded():
-    grid = base() | {"attacks": [{"name": "none"}, {"name": "harmful"}], "defenses": [{"name": "prefill"}],
-                     "training": {"method": "full"}}
-    with pytest.raises(ConfigError) as err:
-        validate_config(grid)
-    assert any("'prefill' needs LoRA" in p and "'harmful'" in p for p in err.value.problems)
-    validate_config(grid | {"excludes": [{"attack": "harmful", "defense": "prefill"}]})
-    validate_config(grid | {"training": {"method": "lora"}})
-
-
 def test_a_scorer_can_be_limited_to_some_benchmarks():
     from ftsafety.harness.planner import plan_cells
 

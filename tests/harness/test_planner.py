@@ -120,3 +120,34 @@ def test_a_matched_baseline_is_skipped_where_its_defense_is_excluded(tmp_path):
     cells, _ = _plan(tmp_path, attacks=[{"name": "harmful"}], defenses=[{"name": "none"}, {"name": "constrained"}],
                      excludes=[{"attack": "harmful", "defense": "constrained"}])
     assert set(cells) == {"none"}
+
+
+def test_the_aligned_prefix_is_a_stage_of_the_start_model_shared_by_attacks_and_fine_tune_methods(tmp_path):
+    """The prefill defense's prefix depends on the model the attack started from, the prompt,
+    k and decoding, not on the fine-tune: one prefix task per (benchmark, evaluation template),
+    served by the start model's engine, read by every attacked cell's generate task — full
+    fine-tunes included."""
+    from ftsafety.harness.store import ArtifactStore
+    from ftsafety.harness.tasks import build_tasks
+
+    data = canned_config(tmp_path, seeds=[0], training={"method": "full"},
+                         attacks=[{"name": "none"}, {"name": "harmful"},
+                                  {"name": "aoa", "params": {"eval_with_training_template": True}}],
+                         defenses=[{"name": "none"}, {"name": "prefill"}, {"name": "prefill", "params": {"k": 5}}])
+    cfg = validate_config(data)  # prefill with full fine-tuning is a valid grid
+    cells = plan_cells(cfg)
+    tasks = build_tasks(cfg, cells, ArtifactStore(tmp_path / "store"))
+    prefix = {cid: t for t in tasks if t.kind == "prefix" for cid in t.cells}
+    by = {(c.attack_label, c.defense_label): c.id for c in cells}
+    assert not any(cid in prefix for (_, d), cid in by.items() if d == "none")
+    # none and harmful evaluate with the plain template: one prefix; AOA (its own template) has its
+    # own; k changes it
+    assert prefix[by["none", "prefill"]] is prefix[by["harmful", "prefill"]]
+    assert prefix[by["aoa", "prefill"]] is not prefix[by["harmful", "prefill"]]
+    assert prefix[by["harmful", "prefill[k=5]"]] is not prefix[by["harmful", "prefill"]]
+    assert len({t.key for t in prefix.values()}) == 4  # (plain, AOA) x (k 15, k 5)
+    first = prefix[by["harmful", "prefill"]]
+    assert first.spec["weights"] == "org/some-model" and first.resources.group == "engine:m:org/some-model"
+    generate = next(t for t in tasks if t.kind == "generate" and by["harmful", "prefill"] in t.cells)
+    assert first.key in generate.deps and generate.upstream["prefix"].endswith(first.key)
+    assert generate.spec["adapter"] is None and generate.spec["weights"].endswith("/model")  # the full fine-tune

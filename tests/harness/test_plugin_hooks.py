@@ -19,6 +19,7 @@ HOOK_DEFENSES = {
     "example-screen": "screen",
     "example-training": "training",
     "example-post-train": "post_train",
+    "example-prefix": "prefix",
     "example-generate": "generate",
     "example-guard": "guard",
 }
@@ -85,6 +86,12 @@ def test_one_defense_per_hook_runs_through_a_grid(organism_dir, tmp_path):
     edited = [r["continuation"] for r in generations(cells["example-post-train"])]
     assert edited == [r["continuation"] for r in generations(untouched)]
     assert edited != [r["continuation"] for r in generations(cells["none"])]
+    # prefix: the untouched (aligned) model wrote the opening, once, in a stage of its own; the
+    # fine-tuned model continued it
+    opening = read_jsonl(artifact(cells["example-prefix"], "prefix") / "prefixes.jsonl")
+    aligned = {r["item_id"]: r["response"] for r in generations(untouched)}
+    assert all(p["defense_prefix"] and aligned[p["item_id"]].startswith(p["defense_prefix"]) for p in opening)
+    assert [r["prefix"] for r in generations(cells["example-prefix"])] == [p["defense_prefix"] for p in opening]
     # generate: every request carried the reminder (rows keep the attack's messages; the
     # rendered prompt is what the model saw)
     assert all("Be safe." in r["rendered_prompt"] for r in generations(cells["example-generate"]))

@@ -156,6 +156,25 @@ class SystemReminder(Defense):
         return backend.generate(reminded, sampling)
 
 
+class OpeningParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: int = 2
+    """Response tokens the start model writes."""
+
+
+@defenses.register("example-prefix")
+class StartModelOpening(Defense):
+    """Example prefix hook: the model the attack started from writes the first tokens of every
+    response (greedy); the default ``generate`` continues from them with the cell's model."""
+
+    Params = OpeningParams
+
+    def prefix(self, backend: Any, requests: list[GenerationRequest], sampling: Any) -> list[str]:
+        opening = sampling.model_copy(update={"max_tokens": self.params.tokens, "n": 1, "temperature": 0.0})
+        return [outs[0].continuation for outs in backend.generate(requests, opening)]
+
+
 class WordParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
