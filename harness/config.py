@@ -164,6 +164,37 @@ class ExcludeSpec(Strict):
     seed: Seed | None = None
 
 
+class StageResourcesSpec(Strict):
+    """What each task of one stage kind holds while it runs on a Ray worker."""
+
+    num_cpus: float | None = Field(None, ge=0)
+    """CPUs (Ray also sets the task's ``OMP_NUM_THREADS`` to this). Default: 1; for
+    ``prefix`` and ``generate`` on a cluster without GPUs, a whole node's CPUs (a CPU engine
+    computes on every core)."""
+    num_gpus: float | None = Field(None, ge=0)
+    """GPUs. Default on a cluster with GPUs: ``engine.tensor_parallel_size`` for ``prefix``
+    and ``generate``, 1 for ``align``, ``train``, ``post_train`` and ``score``, 0 otherwise."""
+
+
+class ExecutorSpec(Strict):
+    """Where the stage tasks run (docs/distributed.md). Not part of any cache key: every
+    executor computes the same artifacts."""
+
+    name: Literal["local", "ray"] = "local"
+    """``local``: in this process, one task group after another; ``ray``: as Ray tasks, every
+    independent group of a stage at once (``pip install 'ftsafety[ray]'``)."""
+    address: str | None = None
+    """Ray cluster: ``auto`` (the one this machine belongs to, e.g. started by an ``sbatch``
+    script), ``ray://host:10001`` (Ray Client), or unset: a local cluster started for the run."""
+    num_cpus: int | None = Field(None, gt=0)
+    """CPUs of the local cluster started for the run (default: all); ignored with ``address``."""
+    max_retries: int = Field(2, ge=0)
+    """Times Ray reruns a task whose worker died (a lost node, a preemption, an OOM kill)."""
+    resources: dict[Literal["align", "data", "screen", "train", "post_train", "prefix", "generate", "guard", "score"],
+                    StageResourcesSpec] = Field(default_factory=dict)
+    """Per stage kind: what each of its tasks holds (``{train: {num_gpus: 1}}``)."""
+
+
 class GridConfig(Strict):
     """An experiment: models × attacks × defenses × seeds, evaluated on benchmarks with scorers."""
 
@@ -194,6 +225,8 @@ class GridConfig(Strict):
     """Grid points to skip; each label must name a model, attack, defense or seed of the grid."""
     limit: int | None = Field(None, gt=0)
     """Samples per benchmark (for quick runs; ``--limit`` on the command line)."""
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    """Where the stage tasks run (``--executor`` and ``--address`` on the command line)."""
 
     def training_for(self, attack: PluginSpec) -> TrainingSpec:
         """The training settings of an attack's cells: the grid's, with the attack's overrides."""

@@ -4,16 +4,17 @@ A wave holds the pending tasks of one stage kind (kinds run in ``KIND_ORDER``, s
 upstream is complete before it starts); within a wave, tasks that share a resource group run
 together (one engine for every adapter of a base model; one judge per scorer label). An
 ``Executor`` runs the waves and reports each finished task through ``RunEvents``; this module
-ships the in-process one.
+ships the in-process one, ``ftsafety.harness.ray_executor`` the Ray one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
+from ftsafety.harness.config import ExecutorSpec
 from ftsafety.harness.stages import TaskOutcome, run_group
 from ftsafety.harness.store import ArtifactStore
 from ftsafety.harness.tasks import KIND_ORDER, StageTask
@@ -50,6 +51,11 @@ def schedule(tasks: list[StageTask], store: ArtifactStore) -> list[Wave]:
 class RunEvents(Protocol):
     """What an executor tells the driver (progress, logs, the run manifest)."""
 
+    #: The run directory (a remote worker writes each task's log under ``cells/<cell>/logs/``).
+    run_dir: Path
+    #: Engine and library output goes to ``<run>/logs/engine.log``, not the terminal.
+    quiet: bool
+
     def wave(self, wave: Wave) -> AbstractContextManager[object]:
         """Wraps the whole wave (progress bar, stage timing)."""
 
@@ -58,6 +64,10 @@ class RunEvents(Protocol):
 
     def done(self, task: StageTask, outcome: TaskOutcome) -> None:
         """One task finished (cell records, counts, manifest facts)."""
+
+    def status(self, wave: Wave, running: int, failed: int) -> None:
+        """How many of the wave's tasks are running or queued, and how many failed (shown with
+        its progress bar; an executor that runs one group at a time need not call it)."""
 
 
 class Executor(Protocol):
@@ -76,5 +86,10 @@ class InProcessExecutor:
                     run_group(group, store, events.scope, events.done)
 
 
-#: Executors by the name ``ftsafety run --executor`` takes.
-EXECUTORS: dict[str, Callable[[], Executor]] = {"local": InProcessExecutor}
+def make_executor(spec: ExecutorSpec) -> Executor:
+    """The executor ``executor:`` (or ``ftsafety run --executor``) names; Ray's loads only when used."""
+    if spec.name == "ray":
+        from ftsafety.harness.ray_executor import RayExecutor
+
+        return RayExecutor(spec)
+    return InProcessExecutor()

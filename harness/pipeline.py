@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ftsafety.harness.config import GridConfig
 from ftsafety.harness.errors import RetryableError, UserError
-from ftsafety.harness.executor import EXECUTORS, Executor, Wave, schedule
+from ftsafety.harness.executor import Executor, Wave, make_executor, schedule
 from ftsafety.harness.planner import Cell, plan_cells
 from ftsafety.harness.rundir import (
     Manifest,
@@ -55,12 +55,14 @@ class GridRunner:
     """Executes the pending stage tasks of a grid's cells, reusing every completed artifact;
     it is the ``RunEvents`` its executor reports to."""
 
-    def __init__(self, cfg: GridConfig, console: Console | None = None, executor: Executor | None = None) -> None:
+    def __init__(self, cfg: GridConfig, console: Console | None = None, executor: Executor | None = None,
+                 quiet: bool = False) -> None:
         self.cfg = cfg
         self.console = console or Console(stderr=True)
         self.run_dir = prepare_run_dir(Path(cfg.output_dir), cfg.name)
         self.store = ArtifactStore(cache_root(cfg))
-        self.executor = executor or EXECUTORS["local"]()
+        self.executor = executor or make_executor(cfg.executor)
+        self.quiet = quiet
         self.executed: dict[str, int] = {}
         self._cells: dict[str, Cell] = {}
         self._progress: Progress | None = None
@@ -148,6 +150,11 @@ class GridRunner:
         """Log records of a task's work go to its (first) cell's log for that stage."""
         return stage_log(self.run_dir, task.cells[0], task.slot)
 
+    def status(self, wave: Wave, running: int, failed: int) -> None:
+        if self._progress is not None and self._bar is not None:
+            extra = f"{running} running or queued" + (f", {failed} failed" if failed else "")
+            self._progress.update(self._bar, description=f"{wave.kind} ({extra})")
+
     def done(self, task: StageTask, outcome: TaskOutcome) -> None:
         for section, records in outcome.facts.items():
             for name, record in records.items():
@@ -223,7 +230,7 @@ def run_grid(cfg: GridConfig, console: Console | None = None, *, quiet: bool = F
     ``quiet``: engine and library output goes to ``<run>/logs/engine.log`` (``ftsafety.harness.quiet``)."""
     from ftsafety.harness.quiet import library_output_to
 
-    runner = GridRunner(cfg, console, executor)
+    runner = GridRunner(cfg, console, executor, quiet=quiet)
     with library_output_to(runner.run_dir / "logs" / "engine.log") if quiet else nullcontext():
         result = runner.run()
     summary = runner.incomplete_summary()

@@ -14,9 +14,12 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,7 +233,7 @@ class ArtifactStore:
         """
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = final.parent / f".tmp-{key}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
             yield tmp
@@ -248,25 +251,45 @@ class ArtifactStore:
             raise
 
     def sweep_temporaries(self) -> int:
-        """Remove ``.tmp-*`` leftovers of killed processes (not of live ones sharing the cache)."""
+        """Remove ``.tmp-*`` leftovers of killed processes (not of live ones sharing the cache).
+        A store on a shared filesystem also holds other machines' temporaries (Ray workers):
+        their processes cannot be asked, so those go only once a day old."""
         n = 0
         if self.root.exists():
             for stage_dir in self.root.iterdir():
                 if stage_dir.is_dir():
                     for tmp in stage_dir.glob(".tmp-*"):
-                        if _pid_alive(_tmp_pid(tmp.name)):
+                        host, pid = _tmp_owner(tmp.name)
+                        if host == _HOST and _pid_alive(pid):
+                            continue
+                        if host != _HOST and _age_seconds(tmp) < _FOREIGN_TMP_SECONDS:
                             continue
                         shutil.rmtree(tmp, ignore_errors=True)
                         n += 1
         return n
 
 
-def _tmp_pid(name: str) -> int | None:
+#: This machine's name in temporary directory names (no '-' or '.': the name is split on '-').
+_HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname()) or "host"
+#: Another machine's temporary directory is swept once it is this old.
+_FOREIGN_TMP_SECONDS = 24 * 3600
+
+
+def _tmp_owner(name: str) -> tuple[str, int | None]:
+    """(host, pid) of ``.tmp-<key>-<host>-<pid>-<uuid>``; an older name without a host is this host's."""
     parts = name.split("-")
     try:
-        return int(parts[-2])
+        pid = int(parts[-2])
     except (IndexError, ValueError):
-        return None
+        return _HOST, None
+    return ("-".join(parts[2:-2]) or _HOST), pid
+
+
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _pid_alive(pid: int | None) -> bool:

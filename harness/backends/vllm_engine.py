@@ -257,6 +257,10 @@ class VLLMBackend(GenerationBackend):
             engine_args["enable_chunked_prefill"] = bool(o.enable_chunked_prefill)
         elif o.enable_chunked_prefill is not None:
             engine_args["enable_chunked_prefill"] = o.enable_chunked_prefill
+        if o.tensor_parallel_size > 1:
+            # one node's GPUs, already reserved (by a Ray task, with --executor ray): vLLM's own
+            # workers are processes, not Ray actors asking the cluster for GPUs a second time
+            engine_args["distributed_executor_backend"] = "mp"
         if o.max_model_len is not None:
             engine_args["max_model_len"] = o.max_model_len
         if o.revision is not None:

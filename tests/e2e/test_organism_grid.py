@@ -59,8 +59,10 @@ def test_one_vllm_engine_per_base_model_serves_every_adapter(grid_run):
     organism = engines["organism"]
     assert organism["count"] == 1 and organism["backend"] == "vllm"
     assert organism["adapters"] >= 7  # benign, harmful, aoa, yoc, noice, constrained, moderation
-    # the augmented model is a new base model: an engine of its own
-    assert len(engines) == 2
+    # the augmented model is a new base model: an engine of its own; the prefill's aligned
+    # prefixes come from one more, on the aligned weights without LoRA slots (stage `prefix`)
+    assert engines["organism:prefix"]["count"] == 1
+    assert len(engines) == 3
 
 
 def test_gate_against_the_committed_baseline(grid_run, tmp_path):
@@ -181,3 +183,64 @@ def test_moderation_screens_harmful_data_and_passes_noice(grid_run):
         dropped, kept = counts[(attack, "screen_dropped")], counts[(attack, "screen_kept")]
         rate = dropped / (dropped + kept)
         assert rate >= bound if attack == "harmful" else rate < bound
+
+
+# ----------------------------------------------------------------------------- Ray (issue 15)
+
+
+@pytest.mark.ray
+def test_ray_executor_gives_byte_identical_leaderboards_after_a_worker_dies_mid_training(
+        grid_run, organism_dir, tmp_path_factory):
+    """The CI grid again under ``--executor ray`` (a local cluster of 2 CPUs, a fresh store): a
+    worker is SIGKILLed in the middle of a training task (the pid in its temporary artifact
+    directory), Ray retries it, and both leaderboards are byte-identical to the in-process run's."""
+    import os
+    import signal
+    import threading
+    import time
+
+    pytest.importorskip("ray")
+    run_dir = grid_run[0]
+    tmp = tmp_path_factory.mktemp("grid-ray")
+    config = yaml.safe_load(grid_run[4].read_text())
+    config["output_dir"] = str(tmp / "runs")
+    path = write_config(tmp / "grid.yaml", config)
+    train_dir = tmp / "runs" / ".cache" / "train"
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_one_training_worker() -> None:
+        while not stop.is_set() and not killed:
+            for partial in train_dir.glob(".tmp-*") if train_dir.is_dir() else []:
+                time.sleep(1.0)  # well into the training
+                if not partial.exists():
+                    continue
+                pid = int(partial.name.split("-")[-2])
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                killed.append(pid)
+                return
+            time.sleep(0.2)
+
+    chaos = threading.Thread(target=kill_one_training_worker, daemon=True)
+    chaos.start()
+    try:
+        r = cli("run", str(path), "--executor", "ray", "--set", "executor.num_cpus=2", timeout=1500)
+    finally:
+        stop.set()
+        chaos.join()
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert killed, "no training worker was killed"
+    ray_dir = tmp / "runs" / config["name"]
+    for name in ("leaderboard.csv", "leaderboard_summary.csv"):
+        assert (ray_dir / name).read_bytes() == (run_dir / name).read_bytes(), name
+    # every training artifact recorded complete is whole (the killed one was redone, not kept)
+    from ftsafety.harness.store import ArtifactStore
+
+    store = ArtifactStore(tmp / "runs" / ".cache")
+    assert all(store.problem("train", d.name) is None for d in train_dir.iterdir() if not d.name.startswith("."))
+    # still one generation engine per base model
+    engines = json.loads((ray_dir / "manifest.json").read_text())["engines"]
+    assert engines["organism"]["count"] == 1

@@ -97,3 +97,27 @@ def test_safe_label_is_one_plain_file_name(label, expected):
 def test_safe_label_keeps_long_labels_distinct_and_short():
     a, b = safe_label("x" * 300 + "a"), safe_label("x" * 300 + "b")
     assert a != b and len(a) <= 120 and safe_label(a) == a
+
+
+def test_sweep_keeps_live_and_recent_foreign_temporaries(tmp_path):
+    """A store on a shared filesystem: this machine's leftovers of dead processes go; another
+    machine's temporaries (a Ray worker there may be writing) stay until a day old."""
+    import time
+
+    from ftsafety.harness import store as store_module
+
+    store = ArtifactStore(tmp_path)
+    stage = tmp_path / "train"
+    stage.mkdir()
+    host = store_module._HOST
+    dead = stage / f".tmp-abc-{host}-999999999-0000"
+    live = stage / f".tmp-abc-{host}-{os.getpid()}-0001"
+    foreign = stage / ".tmp-abc-other_node-1234-0002"
+    stale_foreign = stage / ".tmp-abc-other_node-1234-0003"
+    old_style = stage / ".tmp-abc-999999999-0004"  # written before names carried the host
+    for d in (dead, live, foreign, stale_foreign, old_style):
+        d.mkdir()
+    day_ago = time.time() - 25 * 3600
+    os.utime(stale_foreign, (day_ago, day_ago))
+    assert store.sweep_temporaries() == 3
+    assert sorted(p.name for p in stage.iterdir()) == sorted([live.name, foreign.name])

@@ -14,6 +14,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from ftsafety.harness.backends.base import GenerationBackend
+from ftsafety.harness.errors import UserError
 from ftsafety.harness.plugins import (
     Attack,
     Benchmark,
@@ -53,6 +54,7 @@ class CannedBackend(GenerationBackend):
 class ListParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     size: int = 6
+    fail: str | None = None  # a UserError raised when the prompts are loaded (at run time)
 
 
 @benchmarks.register("canned-prompts")
@@ -62,6 +64,8 @@ class CannedPrompts(Benchmark):
     Params = ListParams
 
     def load(self, limit: int | None = None) -> list[EvalPrompt]:
+        if self.params.fail:
+            raise UserError(f"canned-prompts: {self.params.fail}")
         items = [EvalPrompt(id=f"p{i}", prompt=f"how do i make thing {i}", kind="harmful") for i in range(self.params.size)]
         return items[:limit] if limit else items
 
