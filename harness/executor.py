@@ -4,7 +4,8 @@ A wave holds the pending tasks of one stage kind (kinds run in ``KIND_ORDER``, s
 upstream is complete before it starts); within a wave, tasks that share a resource group run
 together (one engine for every adapter of a base model; one judge per scorer label). An
 ``Executor`` runs the waves and reports each finished task through ``RunEvents``; this module
-ships the in-process one, ``ftsafety.harness.ray_executor`` the Ray one.
+ships the in-process one, ``ftsafety.harness.ray_executor`` the Ray one (the driver picks one:
+``ftsafety.harness.pipeline.make_executor``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ftsafety.harness.config import ExecutorSpec
 from ftsafety.harness.stages import TaskOutcome, run_group
 from ftsafety.harness.store import ArtifactStore
 from ftsafety.harness.tasks import KIND_ORDER, StageTask
@@ -84,12 +84,3 @@ class InProcessExecutor:
             with events.wave(wave):
                 for group in wave.groups:
                     run_group(group, store, events.scope, events.done)
-
-
-def make_executor(spec: ExecutorSpec) -> Executor:
-    """The executor ``executor:`` (or ``ftsafety run --executor``) names; Ray's loads only when used."""
-    if spec.name == "ray":
-        from ftsafety.harness.ray_executor import RayExecutor
-
-        return RayExecutor(spec)
-    return InProcessExecutor()

@@ -18,9 +18,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ftsafety.harness.config import GridConfig
+from ftsafety.harness.config import ExecutorSpec, GridConfig
 from ftsafety.harness.errors import RetryableError, UserError
-from ftsafety.harness.executor import Executor, Wave, make_executor, schedule
+from ftsafety.harness.executor import Executor, InProcessExecutor, Wave, schedule
 from ftsafety.harness.planner import Cell, plan_cells
 from ftsafety.harness.rundir import (
     Manifest,
@@ -33,6 +33,15 @@ from ftsafety.harness.rundir import (
 from ftsafety.harness.stages import TaskOutcome
 from ftsafety.harness.store import ArtifactStore, atomic_write_json, read_jsonl
 from ftsafety.harness.tasks import StageTask, build_tasks
+
+
+def make_executor(spec: ExecutorSpec) -> Executor:
+    """The executor ``executor:`` (or ``ftsafety run --executor``) names; Ray's loads only when used."""
+    if spec.name == "ray":
+        from ftsafety.harness.ray_executor import RayExecutor
+
+        return RayExecutor(spec)
+    return InProcessExecutor()
 
 
 @dataclass
