@@ -264,6 +264,7 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
         for ai, attack in enumerate(cfg.attacks):
             attack_label = display_label(cfg, "attacks", ai)
             attack_id = _plugin_identity("attacks", attack)
+            eval_template = _eval_template_identity(attack, attack_id)  # what a prefix stage is keyed on
             trains = registry.attacks.get(attack.name).trains
             for defense_label, defense, overrides, baseline_for in points:
                 if baseline_for is not None and not trains:
@@ -339,7 +340,7 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                         if "prefix" in hooks:
                             prefix_in = {
                                 "model": start,
-                                "eval_template": _eval_template_identity(attack, attack_id),
+                                "eval_template": eval_template,
                                 "benchmark": bench_id,
                                 "sampling": sampling,
                                 "seed": seed,

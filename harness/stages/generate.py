@@ -67,7 +67,7 @@ def run_engine_group(tasks: list[StageTask], store: ArtifactStore, scope: Callab
         backend.close()
 
 
-def load_benchmark(spec: dict[str, Any], limit: int | None,
+def _load_benchmark(spec: dict[str, Any], limit: int | None,
                cache: dict[str, tuple[list[EvalPrompt], str | None, dict[str, Any]]]) -> tuple[list[EvalPrompt], str | None, dict[str, Any]]:
     """A benchmark's items (loaded once per group), its own system prompt, its manifest record."""
     label = spec["label"]
@@ -99,7 +99,7 @@ def evaluation(task: StageTask, benchmarks: dict[str, Any]) -> tuple[list[EvalPr
     items are put to the model: attack, defense, sampling and system prompt (keyword arguments
     of ``prefix_rows`` and ``generate_rows``)."""
     spec = task.spec
-    items, bench_system, record = load_benchmark(spec["benchmark"], spec["limit"], benchmarks)
+    items, bench_system, record = _load_benchmark(spec["benchmark"], spec["limit"], benchmarks)
     how = {
         "attack": make_plugin("attacks", spec["attack"]),
         "defense": make_plugin("defenses", spec["defense"]),
