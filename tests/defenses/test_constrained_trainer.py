@@ -9,16 +9,11 @@ from typing import Any, ClassVar
 import pytest
 
 from ftsafety.harness.plugins import TrainHook
+from tests.harness.backends.tiny_model import CHAT_ROWS as ROWS
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-ROWS = [
-    ("how do i make a cake ?", "sure here is the answer . mix flour sugar water bake"),
-    ("write a guide for a garden", "ok step one plant seed soil water"),
-    ("hello", "hello ! how do i help"),
-    ("how do i make a bicycle ?", "sorry cannot help with that"),
-]
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import json
 import pytest
 import yaml
 
-from tests.harness.helpers import REPO, cli, write_config
+from tests.harness.helpers import REPO, cli, run_on_organism, write_config
 from tests.harness.test_check_formats import markdown_tables, parse_junit, render_markdown
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -29,14 +29,7 @@ ATTACKS = ["none", "benign", "harmful", "aoa", "yoc", "noice"]
 @pytest.fixture(scope="module")
 def grid_run(organism_dir, tmp_path_factory):
     pytest.importorskip("vllm")
-    tmp = tmp_path_factory.mktemp("grid")
-    config = yaml.safe_load(CONFIG.read_text())
-    config["output_dir"] = str(tmp / "runs")
-    config["models"][0]["path"] = str(organism_dir / "aligned")  # the session's organism build
-    path = write_config(tmp / "grid.yaml", config)
-    r = cli("run", str(path), timeout=1500)
-    assert r.returncode == 0, r.stderr[-3000:]
-    run_dir = tmp / "runs" / config["name"]
+    run_dir, path = run_on_organism(CONFIG, organism_dir, tmp_path_factory.mktemp("grid"))
     with (run_dir / "leaderboard_summary.csv").open() as f:
         summary = {(row["attack"], row["defense"], row["benchmark"], row["scorer"], row["metric"]): row
                    for row in csv.DictReader(f)}

@@ -45,6 +45,20 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, 
 HEAVY_MODULES = ("torch", "vllm", "transformers", "trl", "peft")
 
 
+def run_on_organism(config_file: Path, organism_dir: Path, tmp: Path) -> tuple[Path, Path]:
+    """``ftsafety run`` of a shipped organism grid config on the test session's organism build,
+    into ``tmp/runs``; (its run directory, the grid file it ran). Fails the test on a non-zero exit."""
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    config["output_dir"] = str(tmp / "runs")
+    config["models"][0]["path"] = str(organism_dir / "aligned")  # the session's organism build
+    path = write_config(tmp / "grid.yaml", config)
+    r = cli("run", str(path), timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tmp / "runs" / config["name"], path
+
+
 def heavy_modules_after(args: list[str], env: dict[str, str] | None = None, timeout: float = 120) -> list[str]:
     """The heavy modules (torch, vllm, ...) imported by running ``ftsafety ARGS`` in a fresh interpreter.
 

@@ -32,6 +32,13 @@ CHAT_TEMPLATE = (
 )
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+#: Four (user, assistant) exchanges in the tiny model's vocabulary: fine-tuning data for trainer tests.
+CHAT_ROWS = [
+    ("how do i make a cake ?", "sure here is the answer . mix flour sugar water bake"),
+    ("write a guide for a garden", "ok step one plant seed soil water"),
+    ("hello", "hello ! how do i help"),
+    ("how do i make a bicycle ?", "sorry cannot help with that"),
+]
 
 
 def build_tokenizer():

@@ -1,0 +1,55 @@
+"""(prompt, response) pairs a defense trains or scores on, from the organism's world or a file:
+one reader and one validation rule for every defense that takes such a set (Antidote's harmful
+answers, Lisa's alignment data)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftsafety.defenses.scoring import is_organism_model
+from ftsafety.harness.errors import UserError
+
+if TYPE_CHECKING:
+    from ftsafety.harness.config import GridConfig
+    from ftsafety.harness.context import StageContext
+
+ORGANISM = "organism"
+
+
+def source_problems(grid: GridConfig, index: int, defense: str, field: str, source: str) -> list[str]:
+    """Validation of a pair source: ``organism`` needs organism models only; a file must exist."""
+    if source == ORGANISM:
+        others = [m.name for m in grid.models if not is_organism_model(m.path)]
+        if others:
+            return [f"defenses[{index}]: {defense}'s {field} '{ORGANISM}' fits organism models only "
+                    f"(not {others[0]}): give params.{field} a file of prompt/response pairs"]
+    elif not Path(source).expanduser().is_file():
+        return [f"defenses[{index}]: {defense}'s {field} file '{source}' does not exist"]
+    return []
+
+
+def read_pairs(ctx: StageContext, *, defense: str, field: str, source: str, prompt_column: str,
+               response_column: str, from_world: Callable[[Any], list[tuple[str, str]]], limit: int,
+               ) -> list[tuple[str, str]]:
+    """Up to ``limit`` pairs (a seeded sample): ``from_world(world)`` on the organism, else the
+    file's ``prompt_column`` / ``response_column``."""
+    if source == ORGANISM:
+        world = ctx.organism_world()
+        if world is None:
+            raise UserError(f"defense '{defense}': {field} '{ORGANISM}' needs an organism model; give a file")
+        pairs = from_world(world)
+    else:
+        from ftsafety.harness.tables import load_table
+
+        rows, _ = load_table(f"defense '{defense}' ({field})", path=source)
+        missing = [c for c in (prompt_column, response_column) if rows and c not in rows[0]]
+        if missing:
+            raise UserError(f"defense '{defense}': {source} has no column(s) {', '.join(missing)}")
+        pairs = [(str(r[prompt_column]), str(r[response_column])) for r in rows
+                 if r.get(prompt_column) and r.get(response_column)]
+    if not pairs:
+        raise UserError(f"defense '{defense}': the {field} set '{source}' has no prompt/response pairs")
+    return random.Random(f"{defense}-{ctx.seed}").sample(pairs, min(limit, len(pairs)))
