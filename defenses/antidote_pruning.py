@@ -43,7 +43,7 @@ class InputStatistics:
     def _hook(self, name: str) -> Any:
         def record(_module: Any, args: tuple[Any, ...]) -> None:
             x = args[0].detach().double()
-            self.sums[name] += (x.reshape(-1, x.shape[-1]) ** 2).sum(0)
+            self.sums[name] += (x.reshape(-1, x.shape[-1]) ** 2).sum(0).cpu()
 
         return record
 
@@ -75,8 +75,9 @@ def prune_adapter(src: Path, dst: Path, *, model_path: str, tokenizer: Any, pair
     from ftsafety.harness.models import load_causal_lm
     from ftsafety.harness.threads import cpu_threads_for, n_params
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     base = load_causal_lm(model_path, dtype="float32")
-    model = PeftModel.from_pretrained(base, str(src)).eval()
+    model = PeftModel.from_pretrained(base, str(src)).to(device).eval()
     factors = lora_factors(model)
     if not factors:
         raise ValueError(f"{src} has no LoRA factors to prune")
@@ -88,7 +89,7 @@ def prune_adapter(src: Path, dst: Path, *, model_path: str, tokenizer: Any, pair
                 ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt},
                                                      {"role": "assistant", "content": answer}],
                                                     tokenize=True, return_dict=True)["input_ids"]
-                model(input_ids=torch.tensor([ids]), use_cache=False)
+                model(input_ids=torch.tensor([ids], device=device), use_cache=False)
                 stats.samples += 1
                 tokens += len(ids)
     finally:

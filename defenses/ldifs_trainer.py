@@ -73,9 +73,10 @@ def frozen_copy(model: Any) -> Any:
     without gradients. Not ``copy.deepcopy``: by the time a trainer exists, the instance carries
     a ``forward`` bound to the original (accelerate's wrapper), so a deep copy would run the
     trained model's layers and the distance would always be zero."""
-    fresh = type(model)._from_config(model.config, dtype=next(model.parameters()).dtype)
+    first = next(model.parameters())
+    fresh = type(model)._from_config(model.config, dtype=first.dtype)
     fresh.load_state_dict(model.state_dict())
-    return fresh.eval().requires_grad_(False)
+    return fresh.to(first.device).eval().requires_grad_(False)
 
 
 class LdifsSFTTrainer(SFTTrainer):

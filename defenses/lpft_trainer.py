@@ -60,6 +60,9 @@ class LpftSFTTrainer(SFTTrainer):
     def linear_probe(self) -> None:
         """Phase 1: train only the probe's parameters, with an optimiser of their own."""
         p = self.lpft
+        if self.accelerator.num_processes > 1:
+            # the probe's own trainer would wrap the model for DDP a second time (untested here)
+            raise RuntimeError("lp-ft's probe phase runs in one process; train lp-ft cells without accelerate launch")
         model = self.model
         lora = getattr(model, "peft_config", None) is not None
         params = dict(model.named_parameters())
