@@ -12,3 +12,4 @@ from ftsafety.defenses import output_guard as _output_guard  # noqa: F401
 from ftsafety.defenses import prefill as _prefill  # noqa: F401
 from ftsafety.defenses import safelora as _safelora  # noqa: F401
 from ftsafety.defenses import safety_sft as _safety_sft  # noqa: F401
+from ftsafety.defenses import vaccine as _vaccine  # noqa: F401

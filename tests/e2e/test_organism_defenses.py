@@ -1,7 +1,7 @@
 """The defense families of issue 16 end to end on the organism (configs/organism-defenses-ci.yaml):
-harmful fine-tuning undefended and under LP-FT, LDIFS, Lisa, SafeLoRA and Antidote, real TRL +
-PEFT training, one vLLM engine serving every adapter (the post-training edits included), the
-oracle. What is asserted is that each defense did its work as specified (its own records);
+harmful fine-tuning undefended and under LP-FT, LDIFS, Lisa, SafeLoRA, Antidote and Vaccine, real
+TRL + PEFT training, one vLLM engine serving every adapter of a base model (the post-training
+edits included; Vaccine's aligned model is a base model of its own), the oracle. What is asserted is that each defense did its work as specified (its own records);
 which of them lowers the attack's success is measured, not asserted (docs/defenses.md)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests.harness.helpers import REPO, run_on_organism
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 CONFIG = REPO / "configs" / "organism-defenses-ci.yaml"
-DEFENSES = ["none", "lp-ft", "ldifs", "lisa", "safelora", "antidote"]
+DEFENSES = ["none", "lp-ft", "ldifs", "lisa", "safelora", "antidote", "vaccine"]
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,14 @@ def test_training_defenses_trained_their_own_way(defenses_run):
     for defense in ("lp-ft", "ldifs", "lisa"):
         summary = json.loads((artifact(store, cells[defense], "train") / "train_summary.json").read_text())
         assert summary["steps"] == 80 and defense.replace("-", "").lower() in summary["trainer"].lower()
+
+
+def test_vaccine_aligned_a_model_of_its_own_under_perturbation(defenses_run):
+    run_dir, store, _, cells = defenses_run
+    record = json.loads((artifact(store, cells["vaccine"], "align") / "vaccine.json").read_text())
+    assert record["rho"] == 2.0 and record["examples"] == 320 and record["steps"] == 64  # 1 epoch of batch 5
+    assert (artifact(store, cells["vaccine"], "align") / "model" / "config.json").is_file()
+    # the attack fine-tunes the aligned model, not the original
+    assert cells["vaccine"]["stages"]["train"]["key"] != cells["none"]["stages"]["train"]["key"]
+    engines = json.loads((run_dir / "manifest.json").read_text())["engines"]
+    assert sum(1 for name in engines if name.startswith("organism@")) == 1
