@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ftsafety.defenses.pair_sources import read_pairs, source_problems
+from ftsafety.defenses.pair_sources import AlignmentDataParams, alignment_pairs, source_problems
 from ftsafety.harness.plugins import Defense, TrainHook
 from ftsafety.harness.registry import defenses
 
@@ -35,10 +35,8 @@ if TYPE_CHECKING:
     from ftsafety.harness.context import StageContext
 
 
-class LisaParams(BaseModel):
+class LisaParams(AlignmentDataParams):
     """Lisa's cycle, proximal weight and alignment data."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     alignment_steps: int = Field(100, gt=0)
     """Steps on alignment data at the start of each cycle."""
@@ -48,14 +46,8 @@ class LisaParams(BaseModel):
     """ρ: weight of the proximal term ρ/2 · ‖θ − θ_anchor‖²."""
     proximal_after: float = Field(0.1, ge=0, le=1)
     """Fraction of the run's steps after which the proximal term is added."""
-    alignment: str = "organism"
-    """``organism`` (the world's harmful prompts with its refusal) or a file of prompt/response pairs."""
     samples: int = Field(10000, gt=0)
-    """Alignment examples used at most."""
-    prompt_column: str = "prompt"
-    """Prompt column of an ``alignment`` file."""
-    response_column: str = "response"
-    """Safe response column of an ``alignment`` file."""
+    """Alignment examples used at most (the reference's ``guide_data_num``)."""
 
 
 @defenses.register("lisa")
@@ -69,19 +61,13 @@ class LisaDefense(Defense):
         params = LisaParams(**(grid.defenses[index].params or {}))
         return source_problems(grid, index, "lisa", "alignment", params.alignment)
 
-    def alignment_pairs(self, ctx: StageContext) -> list[tuple[str, str]]:
-        """(harmful prompt, safe response) pairs of the alignment state."""
-        p: LisaParams = self.params  # type: ignore[assignment]
-        return read_pairs(ctx, defense="lisa", field="alignment", source=p.alignment, prompt_column=p.prompt_column,
-                          response_column=p.response_column, limit=p.samples,
-                          from_world=lambda world: [(x, refusal) for x, _, refusal in world.refusal_triplets()])
-
     def training(self, ctx: StageContext) -> TrainHook:
         """Lisa's trainer (its own ``compute_loss``, which calls TRL's) with this cycle and data."""
         from ftsafety.defenses.lisa_trainer import LisaSFTTrainer
         from ftsafety.harness.chat import conversation_row
 
         tokenizer = ctx.tokenizer()
-        rows: list[dict[str, Any]] = [conversation_row(tokenizer, x, y) for x, y in self.alignment_pairs(ctx)]
+        pairs = alignment_pairs(ctx, "lisa", self.params)  # type: ignore[arg-type]
+        rows: list[dict[str, Any]] = [conversation_row(tokenizer, x, y) for x, y in pairs]
         return TrainHook(trainer_cls=type("LisaSFTTrainer", (LisaSFTTrainer,),
                                           {"lisa": self.params, "alignment_rows": rows}))

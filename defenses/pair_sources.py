@@ -1,6 +1,6 @@
 """(prompt, response) pairs a defense trains or scores on, from the organism's world or a file:
 one reader and one validation rule for every defense that takes such a set (Antidote's harmful
-answers, Lisa's alignment data)."""
+answers, Lisa's and Vaccine's alignment data)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ftsafety.defenses.scoring import is_organism_model
 from ftsafety.harness.errors import UserError
@@ -17,6 +19,31 @@ if TYPE_CHECKING:
     from ftsafety.harness.context import StageContext
 
 ORGANISM = "organism"
+
+
+class AlignmentDataParams(BaseModel):
+    """Alignment data (harmful prompt -> safe answer) of a defense that aligns with it (Lisa,
+    Vaccine): subclasses add their own settings and may change ``samples``'s default."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    alignment: str = ORGANISM
+    """``organism`` (the world's harmful prompts with its refusal) or a file of prompt/response pairs."""
+    samples: int = Field(2000, gt=0)
+    """Alignment examples used at most."""
+    prompt_column: str = "prompt"
+    """Prompt column of an ``alignment`` file."""
+    response_column: str = "response"
+    """Safe response column of an ``alignment`` file."""
+
+
+def alignment_pairs(ctx: StageContext, defense: str, params: AlignmentDataParams) -> list[tuple[str, str]]:
+    """(harmful prompt, safe answer) pairs: on the organism its harmful prompts with the
+    canonical refusal, else the file's columns."""
+    return read_pairs(ctx, defense=defense, field="alignment", source=params.alignment,
+                      prompt_column=params.prompt_column, response_column=params.response_column,
+                      limit=params.samples,
+                      from_world=lambda world: [(x, refusal) for x, _, refusal in world.refusal_triplets()])
 
 
 def source_problems(grid: GridConfig, index: int, defense: str, field: str, source: str) -> list[str]:

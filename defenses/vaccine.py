@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ftsafety.defenses.pair_sources import read_pairs, source_problems
+from ftsafety.defenses.pair_sources import AlignmentDataParams, alignment_pairs, source_problems
 from ftsafety.harness.plugins import Defense
 from ftsafety.harness.registry import defenses
 
@@ -44,10 +44,8 @@ if TYPE_CHECKING:
     from ftsafety.harness.context import StageContext
 
 
-class VaccineParams(BaseModel):
+class VaccineParams(AlignmentDataParams):
     """Vaccine's perturbation, its LoRA and optimiser, and the alignment data."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     rho: float = Field(2.0, ge=0)
     """ρ: norm of the perturbation of the attention outputs (0: plain alignment SFT)."""
@@ -63,14 +61,6 @@ class VaccineParams(BaseModel):
     """LoRA alpha."""
     lora_dropout: float = Field(0.1, ge=0, lt=1)
     """LoRA dropout."""
-    alignment: str = "organism"
-    """``organism`` (the world's harmful prompts with its refusal) or a file of prompt/response pairs."""
-    samples: int = Field(2000, gt=0)
-    """Alignment examples used at most."""
-    prompt_column: str = "prompt"
-    """Prompt column of an ``alignment`` file."""
-    response_column: str = "response"
-    """Safe response column of an ``alignment`` file."""
     max_length: int = Field(512, gt=0)
     """Maximum tokens per training sequence."""
 
@@ -98,10 +88,7 @@ class VaccineDefense(Defense):
         p: VaccineParams = self.params  # type: ignore[assignment]
         start = time.perf_counter()
         tokenizer = ctx.tokenizer()
-        pairs = read_pairs(ctx, defense="vaccine", field="alignment", source=p.alignment,
-                           prompt_column=p.prompt_column, response_column=p.response_column, limit=p.samples,
-                           from_world=lambda world: [(x, refusal) for x, _, refusal in world.refusal_triplets()])
-        rows = [conversation_row(tokenizer, x, y) for x, y in pairs]
+        rows = [conversation_row(tokenizer, x, y) for x, y in alignment_pairs(ctx, "vaccine", p)]
         args = dict(
             num_train_epochs=p.epochs, learning_rate=p.lr, per_device_train_batch_size=p.batch_size,
             gradient_accumulation_steps=1, max_length=p.max_length, completion_only_loss=True,
