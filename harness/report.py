@@ -18,12 +18,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ftsafety.harness.errors import UserError
 from ftsafety.harness.paths import safe_label
+from ftsafety.harness.records import judged_stage, scored_rows, usable
 from ftsafety.harness.report_html import RunReport, write_report_html
 from ftsafety.harness.rundir import read_plan
 from ftsafety.harness.store import (
-    NOT_WRITTEN,
     ArtifactStore,
     atomic_write_text,
     read_json,
@@ -71,27 +70,6 @@ def stale_cells(run_dir: Path) -> list[str]:
     return sorted(str(r.get("cell_id")) for r in _all_cell_records(run_dir) if r.get("cell_id") not in wanted)
 
 
-def usable(store: ArtifactStore, stage: str, key: str) -> bool:
-    """Whether an artifact can be reported: True when complete and intact, False when it was
-    never computed (a partial run reports what it has). A damaged artifact is an error naming
-    its path: the report must neither use it nor silently leave it out."""
-    problem = store.problem(stage, key)
-    if problem is None:
-        return True
-    if problem == NOT_WRITTEN:
-        return False
-    raise UserError(f"artifact {store.path(stage, key)} is damaged ({problem}); "
-                    "rerun `ftsafety run` with the run's config to recompute it")
-
-
-def judged_stage(stages: dict[str, dict[str, Any]], benchmark: str) -> dict[str, Any] | None:
-    """The record of the stage whose rows a benchmark's scorers judged: the guard stage's (the
-    responses as the user received them) when the cell's defense has an output hook, else the
-    generate stage's. Runs made before the guard stage existed stored guarded rows in the
-    generate artifact: they have no guard slot, and the generate stage is the right one."""
-    return stages.get(f"guard/{benchmark}") or stages.get(f"generate/{benchmark}")
-
-
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -123,13 +101,10 @@ def leaderboard_rows(run_dir: Path, store: ArtifactStore | None = None) -> list[
         for _slot, st in sorted(stages.items()):
             if st["stage"] == "screen" and usable(store, "screen", st["key"]):
                 rows.extend(ident | r | {"cell_id": rec["cell_id"]} for r in _screen_metrics(store, st["key"]))
-            if st["stage"] != "score" or not usable(store, "score", st["key"]):
+            found = scored_rows(store, stages, st)
+            if found is None:
                 continue
-            gen = judged_stage(stages, st["benchmark"])
-            if gen is None or not usable(store, gen["stage"], gen["key"]):
-                continue
-            gen_rows = read_jsonl(store.path(gen["stage"], gen["key"]) / "generations.jsonl")
-            score_rows = read_jsonl(store.path("score", st["key"]) / "scores.jsonl")
+            gen_rows, score_rows = found
             # labels are user text: sanitised, so the files stay in the run directory
             base = f"{safe_label(rec['cell_id'])}__{safe_label(st['benchmark'])}"
             write_jsonl(run_dir / "generations" / f"{base}.jsonl", gen_rows)
@@ -230,8 +205,10 @@ def write_run_outputs(run_dir: Path, store: ArtifactStore | None = None, *, reda
     atomic_write_text(sm, _csv(summary, SUMMARY_COLUMNS))
     agreement = agreement_rows(run_dir, store)
     atomic_write_text(run_dir / "agreement.csv", _csv(agreement, AGREEMENT_COLUMNS))
+    durability = _write_durability(run_dir, store)
     samples = sample_drilldown(run_dir, store, cap=MD_SAMPLES_PER_CELL, redact=redact)
-    report = _report_md(run_dir.name, summary, agreement, samples, redact=redact)
+    report = _report_md(run_dir.name, summary, agreement, samples, redact=redact,
+                        breaks=durability["breaks"] if durability else None)
     stale = stale_cells(run_dir)
     if stale:
         log.warning("%d cell(s) in %s are not in the current plan (left by an earlier config) and are not reported: %s",
@@ -245,9 +222,34 @@ def write_run_outputs(run_dir: Path, store: ArtifactStore | None = None, *, reda
         screening=[r for r in rows if r["benchmark"] == TRAIN_DATA_BENCHMARK], agreement=agreement,
         samples=sample_drilldown(run_dir, store, cap=HTML_SAMPLES_PER_CELL, redact=redact),
         samples_cap=HTML_SAMPLES_PER_CELL, training=training_logs(run_dir, store), redacted=redact,
-        redacted_marker=REDACTED,
+        redacted_marker=REDACTED, durability=durability,
     ))
     return lb, sm
+
+
+def _write_durability(run_dir: Path, store: ArtifactStore) -> dict[str, Any] | None:
+    """durability.csv, durability_summary.csv and steps_to_break.csv when the run has
+    durability checkpoints (``ftsafety.harness.durability``); what the reports show of them."""
+    from ftsafety.harness.durability import (
+        BREAK_COLUMNS,
+        CURVE_COLUMNS,
+        DURABILITY_COLUMNS,
+        curve_rows,
+        durability_rows,
+        steps_to_break,
+    )
+
+    rows = durability_rows(run_dir, cell_records(run_dir), store)
+    if not rows:
+        return None
+    config = (read_json(run_dir / "manifest.json").get("config") or {}).get("durability") or {}
+    threshold = float(config.get("threshold", 0.5))
+    curves = curve_rows(rows)
+    breaks = steps_to_break(curves, threshold)
+    atomic_write_text(run_dir / "durability.csv", _csv(rows, DURABILITY_COLUMNS))
+    atomic_write_text(run_dir / "durability_summary.csv", _csv(curves, CURVE_COLUMNS))
+    atomic_write_text(run_dir / "steps_to_break.csv", _csv(breaks, BREAK_COLUMNS))
+    return {"curves": curves, "breaks": breaks, "threshold": threshold}
 
 
 # ----------------------------------------------------------------------------- sample drill-down
@@ -337,7 +339,8 @@ def training_logs(run_dir: Path, store: ArtifactStore | None = None) -> list[dic
 
 
 def _report_md(name: str, summary: list[dict[str, Any]], agreement: list[dict[str, Any]],
-               samples: list[dict[str, Any]] | None = None, *, redact: bool = False) -> str:
+               samples: list[dict[str, Any]] | None = None, *, redact: bool = False,
+               breaks: list[dict[str, Any]] | None = None) -> str:
     # Every table row goes through ``md_row``: labels, model names and outputs are user or
     # model text, and a raw ``|``, newline or ``<script>`` in one would break or inject.
     lines = [f"# ftsafety run {md_escape(name)}", "",
@@ -348,6 +351,15 @@ def _report_md(name: str, summary: list[dict[str, Any]], agreement: list[dict[st
         lines.append(md_row([r["model"], r["attack"], r["defense"], r["benchmark"], r["scorer"], r["metric"],
                               format_value(r["mean"]), f"[{format_value(r['ci_low'])}, {format_value(r['ci_high'])}]", r["n_seeds"],
                               versus]))
+    if breaks:
+        lines += ["", "## Durability: steps to break (durability.csv has every checkpoint)", "",
+                  *md_header(["model", "attack", "defense", "benchmark", "scorer", "ASR threshold", "steps_to_break",
+                              "interval", "last step", "seeds"])]
+        from ftsafety.harness.durability import break_text
+
+        for b in breaks:
+            lines.append(md_row([b["model"], b["attack"], b["defense"], b["benchmark"], b["scorer"], b["threshold"],
+                                  *break_text(b), b["last_step"], b["n_seeds"]]))
     if agreement:
         lines += ["", "## Scorer agreement (Cohen's κ on the same generations)", "",
                   *md_header(["model", "attack", "defense", "seed", "benchmark", "axis", "scorers", "n", "agreement", "κ"])]
