@@ -195,6 +195,28 @@ class ExecutorSpec(Strict):
     """Per stage kind: what each of its tasks holds (``{train: {num_gpus: 1}}``)."""
 
 
+class DurabilitySpec(Strict):
+    """Durability curves (Qi et al. 2025; Jain et al. 2023's "revival"): every training cell is
+    also evaluated at checkpoints along its fine-tune, its adapters at those steps served by the
+    one engine (docs/durability.md)."""
+
+    steps: list[int] = Field(min_length=1)
+    """Optimizer steps at which the fine-tune's adapter is evaluated (0: the model it started
+    from); the finished fine-tune is always the curve's last point. A step past the end of the
+    run is evaluated at the run's last step."""
+    threshold: float = Field(0.5, gt=0, le=1)
+    """``steps_to_break``: the first step at which the attack success rate reaches this."""
+
+    @field_validator("steps")
+    @classmethod
+    def _sorted_unique(cls, steps: list[int]) -> list[int]:
+        if any(s < 0 for s in steps):
+            raise ValueError("steps must be >= 0")
+        if len(set(steps)) != len(steps):
+            raise ValueError("a step is listed twice")
+        return sorted(steps)
+
+
 class GridConfig(Strict):
     """An experiment: models × attacks × defenses × seeds, evaluated on benchmarks with scorers."""
 
@@ -227,6 +249,8 @@ class GridConfig(Strict):
     """Samples per benchmark (for quick runs; ``--limit`` on the command line)."""
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     """Where the stage tasks run (``--executor`` and ``--address`` on the command line)."""
+    durability: DurabilitySpec | None = None
+    """Evaluate every fine-tune at checkpoints along it too (durability curves, ``steps_to_break``)."""
 
     def training_for(self, attack: PluginSpec) -> TrainingSpec:
         """The training settings of an attack's cells: the grid's, with the attack's overrides."""
@@ -411,9 +435,22 @@ def validate_config(data: dict[str, Any], *, source: str = "config") -> GridConf
         problems.extend(_exclude_problems(cfg))
         problems.extend(_scorer_benchmark_problems(cfg))
         problems.extend(_defense_problems(cfg, registry))
+        problems.extend(_durability_problems(cfg, registry))
     if problems or cfg is None:
         raise ConfigError(f"{source}: {len(problems)} problem(s)", problems=problems)
     return cfg
+
+
+def _durability_problems(cfg: GridConfig, registry: Any) -> list[str]:
+    """Checkpoints are served as adapters of the cell's engine: LoRA fine-tunes only."""
+    if cfg.durability is None:
+        return []
+    trained = [(i, a) for i, a in enumerate(cfg.attacks) if registry.attacks.get(a.name).trains]
+    if not trained:
+        return ["durability: no attack of the grid fine-tunes, so there is nothing to checkpoint; remove durability"]
+    return [f"attacks[{i}]: durability checkpoints are served as LoRA adapters; '{a.name}' trains with method "
+            f"'full' (set training.method: lora, or remove durability)"
+            for i, a in trained if cfg.training_for(a).method != "lora"]
 
 
 def _raw_items(data: dict[str, Any], section: str) -> Iterator[tuple[int, dict[str, Any]]]:

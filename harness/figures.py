@@ -137,3 +137,39 @@ def line_curves(curves: dict[str, list[tuple[int, float]]], xlabel: str = "step"
     if len(curves) <= 12:
         ax.legend(fontsize=7)
     return to_png(fig)
+
+
+#: One point of a curve: (step, value, interval low, interval high).
+CurvePoint = tuple[int, float, float | None, float | None]
+
+
+def durability_curves(panels: dict[str, dict[str, list[CurvePoint]]], title: str,
+                      threshold: float | None = None) -> bytes | None:
+    """Metric against fine-tuning step, one line per defense with its 95% band, one panel per
+    (benchmark, metric, scorer); the ``steps_to_break`` threshold dashed on the ASR panels."""
+    panels = {k: v for k, v in panels.items() if any(v.values())}
+    if not panels:
+        return None
+    cols = min(2, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig = _new_figure(6.0 * cols, 3.6 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (name, lines) in zip(axes.flat, sorted(panels.items()), strict=False):
+        for defense, points in sorted(lines.items()):
+            points = sorted(points)
+            xs = [p[0] for p in points]
+            line = ax.plot(xs, [p[1] for p in points], marker="o", markersize=3, label=defense)[0]
+            lows = [p[2] if p[2] is not None else p[1] for p in points]
+            highs = [p[3] if p[3] is not None else p[1] for p in points]
+            ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
+        if threshold is not None and " · asr " in name:
+            ax.axhline(threshold, color="grey", linestyle="--", linewidth=1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("fine-tuning step")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(title="defense", fontsize=8, title_fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return to_png(fig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 #: Longest component we produce: well under the 255-byte file-name limit of common file
 #: systems, leaving room for suffixes such as ``.log`` or ``.jsonl``.
@@ -38,3 +39,10 @@ class NotAnInput:
 
 
 NOT_AN_INPUT = NotAnInput()
+
+
+def checkpoint_dir(train_dir: Path | str, step: int) -> Path:
+    """Where a train artifact keeps the adapter it had after ``step`` optimizer steps
+    (durability curves). It has a train artifact's layout (``adapter/``, ``train_summary.json``),
+    so the post_train and generate stages read a checkpoint as they read a finished fine-tune."""
+    return Path(train_dir) / "checkpoints" / f"step-{step}"

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ftsafety.harness.config import ExecutorSpec, GridConfig
 from ftsafety.harness.errors import RetryableError, UserError
 from ftsafety.harness.executor import Executor, InProcessExecutor, Wave, schedule
-from ftsafety.harness.planner import Cell, plan_cells
+from ftsafety.harness.planner import Cell, Stage, plan_cells
 from ftsafety.harness.rundir import (
     Manifest,
     cache_root,
@@ -184,7 +184,7 @@ class GridRunner:
     # ------------------------------------------------------------------ records
 
     def _write_cell_record(self, cell: Cell) -> None:
-        record = {
+        record: dict[str, Any] = {
             "cell_id": cell.id,
             "model": cell.model.name,
             "model_path": cell.model.path,
@@ -198,16 +198,18 @@ class GridRunner:
             "baseline": cell.baseline,
             "baseline_for": cell.baseline_for,
             "training_overrides": cell.training_overrides,
-            "stages": {
-                st.slot: {
-                    "stage": st.stage, "key": st.key, "inputs": st.inputs,
-                    "benchmark": st.benchmark, "scorer": st.scorer,
-                    "complete": self.store.is_complete(st.stage, st.key),
-                }
-                for st in cell.stages
-            },
+            "stages": {st.slot: self._stage_record(st) for st in cell.stages if st.step is None},
         }
+        # durability checkpoints: apart, so that what reads "stages" sees the finished fine-tune
+        checkpoints = {st.slot: self._stage_record(st) | {"step": st.step} for st in cell.stages
+                       if st.step is not None}
+        if checkpoints:
+            record["checkpoints"] = checkpoints
         atomic_write_json(self.run_dir / "cells" / cell.id / "cell.json", record)
+
+    def _stage_record(self, st: Stage) -> dict[str, Any]:
+        return {"stage": st.stage, "key": st.key, "inputs": st.inputs, "benchmark": st.benchmark, "scorer": st.scorer,
+                "complete": self.store.is_complete(st.stage, st.key)}
 
     def incomplete_summary(self) -> str | None:
         """One line naming what was not recorded and why, or None when the run is complete."""

@@ -35,12 +35,16 @@ class Stage:
     #: ``provider`` for the model's own alignment (``models[].alignment``), which comes before
     #: a defense's alignment stage in the same cell.
     role: str | None = None
+    #: A durability checkpoint's optimizer step (None: the finished fine-tune, what the
+    #: leaderboard reports; 0: the model the fine-tune started from).
+    step: int | None = None
 
     @property
     def slot(self) -> str:
         """Unique name of this stage within its cell (``generate/organism-harmful``,
-        ``align/provider``)."""
-        return "/".join(p for p in (self.stage, self.role, self.benchmark, self.scorer) if p)
+        ``align/provider``, ``score/organism-harmful/oracle/step5``)."""
+        step = None if self.step is None else f"step{self.step}"
+        return "/".join(p for p in (self.stage, self.role, self.benchmark, self.scorer, step) if p)
 
 
 @dataclass
@@ -69,7 +73,8 @@ class Cell:
         return next((s for s in self.stages if s.slot == slot), None)
 
     def of(self, kind: str) -> list[Stage]:
-        return [s for s in self.stages if s.stage == kind]
+        """The cell's stages of ``kind`` for its finished fine-tune (no durability checkpoints)."""
+        return [s for s in self.stages if s.stage == kind and s.step is None]
 
 
 def model_fingerprint(spec: ModelSpec) -> dict[str, Any]:
@@ -238,6 +243,61 @@ def matched_baselines(cfg: GridConfig) -> tuple[dict[str, str], list[tuple[str, 
     return baseline, matched
 
 
+@dataclass
+class _Evaluation:
+    """What a cell's generate, guard and score stages are keyed on, for every model of the cell
+    that is evaluated (the finished fine-tune, and each durability checkpoint)."""
+
+    cell: Cell
+    attack_id: dict[str, Any]
+    defense_id: dict[str, Any]
+    hooks: frozenset[str]
+    sampling: dict[str, Any]
+    engine_id: dict[str, Any] | None
+    limit: int | None
+    system_prompt: str | None
+    bench_ids: list[tuple[str, dict[str, Any]]]
+    scorer_ids: list[tuple[str, dict[str, Any], list[str] | None]]
+    prefixes: dict[str, Stage]
+
+    def add(self, upstream: dict[str, Any], weights: list[str], step: int | None = None) -> None:
+        """Append the generate (+ guard) and score stages of the model ``upstream`` names."""
+        cell, hooks = self.cell, self.hooks
+        for bench_label, bench_id in self.bench_ids:
+            pre = self.prefixes.get(bench_label)
+            gen_in = {
+                **upstream,
+                "attack_eval": self.attack_id,
+                "benchmark": bench_id,
+                "sampling": self.sampling,
+                "seed": cell.seed,
+                "limit": self.limit,
+                "system_prompt": self.system_prompt,
+                "inference_defense": self.defense_id if "generate" in hooks else None,
+                # engine settings that change numerics (dtype, context length); none set: the
+                # key is what it was before the engine: section existed
+                **({"engine": self.engine_id} if self.engine_id else {}),
+                **({"prefix": pre.key} if pre else {}),
+            }
+            gen = Stage("generate", content_key(gen_in), gen_in, benchmark=bench_label,
+                        deps=[*weights, *([pre.slot] if pre else [])], step=step)
+            cell.stages.append(gen)
+            scored = gen
+            if "guard" in hooks:
+                # the user receives the guarded rows: the guard judges stored generations in a
+                # stage of its own (its judge engine loads after the generation engine is released)
+                guard_in = {"generations": gen.key, "defense": self.defense_id}
+                scored = Stage("guard", content_key(guard_in), guard_in, benchmark=bench_label, deps=[gen.slot],
+                               step=step)
+                cell.stages.append(scored)
+            for scorer_label, scorer_id, scored_benchmarks in self.scorer_ids:
+                if scored_benchmarks is not None and bench_label not in scored_benchmarks:
+                    continue
+                score_in = {"generations": scored.key, "scorer": scorer_id}
+                cell.stages.append(Stage("score", content_key(score_in), score_in, benchmark=bench_label,
+                                         scorer=scorer_label, deps=[scored.slot], step=step))
+
+
 def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Path | None = None) -> list[Cell]:
     """Every cell of the grid with its stage keys; statuses filled when a store is given.
 
@@ -322,6 +382,9 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                             "training": _training_identity(cfg, attack, overrides if baseline_for else None),
                             "seed": seed,
                             "train_defense": defense_id if "training" in hooks else None,
+                            # a fine-tune that also saves checkpoints is an artifact of its own
+                            **({"checkpoints": [k for k in cfg.durability.steps if k > 0]}
+                               if cfg.durability is not None else {}),
                         }
                         train = Stage("train", content_key(train_in), train_in, deps=[last.slot, *weights])
                         cell.stages.append(train)
@@ -334,9 +397,8 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                             cell.stages.append(post)
                             upstream = {"post_train": post.key}
                             weights = [post.slot, *weights]
+                    prefixes: dict[str, Stage] = {}
                     for bench_label, bench_id in bench_ids:
-                        prefix: dict[str, Any] = {}
-                        gen_deps = list(weights)
                         if "prefix" in hooks:
                             prefix_in = {
                                 "model": start,
@@ -349,45 +411,28 @@ def plan_cells(cfg: GridConfig, store: ArtifactStore | None = None, run_dir: Pat
                                 "defense": defense_id,
                                 **({"engine": engine_id} if engine_id else {}),
                             }
-                            pre = Stage("prefix", content_key(prefix_in), prefix_in, benchmark=bench_label,
-                                        deps=start_weights)
-                            cell.stages.append(pre)
-                            prefix = {"prefix": pre.key}
-                            gen_deps.append(pre.slot)
-                        gen_in = {
-                            **upstream,
-                            "attack_eval": attack_id,
-                            "benchmark": bench_id,
-                            "sampling": sampling,
-                            "seed": seed,
-                            "limit": cfg.limit,
-                            "system_prompt": model.system_prompt,
-                            "inference_defense": defense_id if "generate" in hooks else None,
-                            # engine settings that change numerics (dtype, context length); none
-                            # set: the key is what it was before the engine: section existed
-                            **({"engine": engine_id} if engine_id else {}),
-                            **prefix,
-                        }
-                        gen = Stage("generate", content_key(gen_in), gen_in, benchmark=bench_label,
-                                    deps=gen_deps)
-                        cell.stages.append(gen)
-                        scored = gen
-                        if "guard" in hooks:
-                            # the user receives the guarded rows: the guard judges stored
-                            # generations in a stage of its own (its judge engine loads after
-                            # the generation engine is released)
-                            guard_in = {"generations": gen.key, "defense": defense_id}
-                            scored = Stage("guard", content_key(guard_in), guard_in, benchmark=bench_label,
-                                           deps=[gen.slot])
-                            cell.stages.append(scored)
-                        for scorer_label, scorer_id, scored_benchmarks in scorer_ids:
-                            if scored_benchmarks is not None and bench_label not in scored_benchmarks:
+                            prefixes[bench_label] = Stage("prefix", content_key(prefix_in), prefix_in,
+                                                          benchmark=bench_label, deps=start_weights)
+                            cell.stages.append(prefixes[bench_label])
+
+                    evaluation = _Evaluation(cell, attack_id, defense_id, hooks, sampling, engine_id, cfg.limit,
+                                             model.system_prompt, bench_ids, scorer_ids, prefixes)
+                    evaluation.add(upstream, weights)
+                    if trains and cfg.durability is not None:
+                        # the same evaluation at checkpoints along the fine-tune (durability)
+                        for step in cfg.durability.steps:
+                            if step == 0:
+                                evaluation.add({"model": start}, start_weights, step)
                                 continue
-                            score_in = {"generations": scored.key, "scorer": scorer_id}
-                            cell.stages.append(
-                                Stage("score", content_key(score_in), score_in, benchmark=bench_label,
-                                      scorer=scorer_label, deps=[scored.slot])
-                            )
+                            point: dict[str, Any] = {"train": train.key, "checkpoint": step}
+                            point_weights = [train.slot, *start_weights]
+                            if "post_train" in hooks:
+                                post_in = {**point, "defense": defense_id}
+                                post = Stage("post_train", content_key(post_in), post_in, deps=point_weights,
+                                             step=step)
+                                cell.stages.append(post)
+                                point, point_weights = {"post_train": post.key}, [post.slot, *point_weights]
+                            evaluation.add(point, point_weights, step)
                     if store is not None:
                         _fill_status(cell, store, run_dir)
                     cells.append(cell)
@@ -423,7 +468,7 @@ def _previous_record(run_dir: Path, cell_id: str) -> dict[str, Any] | None:
 def _changed_stages(cell: Cell, previous: dict[str, Any]) -> list[str]:
     """Human-readable reasons: which stage's inputs differ from the last run, and which fields."""
     reasons = []
-    prev_stages = previous.get("stages", {})
+    prev_stages = {**previous.get("stages", {}), **previous.get("checkpoints", {})}
     for s in cell.stages:
         old = prev_stages.get(s.slot)
         if old is None or old.get("key") == s.key:

@@ -55,6 +55,8 @@ class RunReport:
     #: Harmful completions were replaced by ``redacted_marker``.
     redacted: bool
     redacted_marker: str
+    #: Durability curves (``durability.curve_rows``), ``steps_to_break`` rows and the threshold.
+    durability: dict[str, Any] | None = None
 
 
 def write_report_html(report: RunReport) -> Path:
@@ -62,7 +64,7 @@ def write_report_html(report: RunReport) -> Path:
     run_dir = report.run_dir
     context = build_context(report)
     figures_dir = run_dir / "figures"
-    for fig in context["figures"] + context["training"]["figures"]:
+    for fig in context["figures"] + context["training"]["figures"] + context["durability"]["figures"]:
         figures_dir.mkdir(exist_ok=True)
         (figures_dir / f"{fig['name']}.png").write_bytes(base64.b64decode(fig["data"]))
     path = run_dir / "report.html"
@@ -302,6 +304,24 @@ def _training(logs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"table": table, "figures": [fig] if fig else []}
 
 
+def _durability(found: dict[str, Any] | None) -> dict[str, Any]:
+    """The durability section: one figure per (model, attack), and the steps_to_break table."""
+    from ftsafety.harness.durability import break_text, curve_panels
+    from ftsafety.harness.figures import durability_curves
+
+    if not found or not found["breaks"]:
+        return {"breaks": [], "figures": [], "threshold": None}
+    figures = []
+    for i, ((model, attack), panels) in enumerate(sorted(curve_panels(found["curves"]).items())):
+        title = f"{model} · {attack}: metrics along the fine-tune"
+        fig = _figure(f"durability_{i}", title, durability_curves(panels, title, found["threshold"]))
+        if fig:
+            figures.append(fig)
+
+    breaks = [b | dict(zip(("steps_to_break", "interval"), break_text(b), strict=True)) for b in found["breaks"]]
+    return {"breaks": breaks, "figures": figures, "threshold": found["threshold"]}
+
+
 def _screening(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cells: dict[str, dict[str, Any]] = {}
     for r in rows:
@@ -313,15 +333,15 @@ def _screening(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(cells.values())
 
 
-def _kl_figures(run_dir: Path) -> list[dict[str, str]]:
-    """PNG files another command (``ftsafety kl --out RUN_DIR/kl/NAME``) left under ``kl/``,
-    embedded as they are."""
-    kl = run_dir / "kl"
-    if not kl.is_dir():
+def _command_figures(run_dir: Path, folder: str) -> list[dict[str, str]]:
+    """PNG files another command left under ``RUN_DIR/<folder>/`` (``ftsafety kl --out
+    RUN_DIR/kl/NAME``, ``ftsafety probe --out RUN_DIR/probe/NAME``), embedded as they are."""
+    root = run_dir / folder
+    if not root.is_dir():
         return []
-    return [{"name": str(p.relative_to(kl).with_suffix("")), "title": str(p.relative_to(kl)),
+    return [{"name": str(p.relative_to(root).with_suffix("")), "title": str(p.relative_to(root)),
              "data": base64.b64encode(p.read_bytes()).decode("ascii")}
-            for p in sorted(kl.rglob("*.png"))]
+            for p in sorted(root.rglob("*.png"))]
 
 
 def _json(value: Any) -> str:
@@ -374,7 +394,9 @@ def build_context(report: RunReport) -> dict[str, Any]:
         "figures": _figures(run),
         "screening": _screening(report.screening),
         "training": _training(report.training),
-        "kl": _kl_figures(report.run_dir),
+        "durability": _durability(report.durability),
+        "kl": _command_figures(report.run_dir, "kl"),
+        "probe": _command_figures(report.run_dir, "probe"),
         "agreement": [a | {"agreement": _num(a["agreement"]), "kappa": _num(a["kappa"])} for a in report.agreement],
         "samples": sorted(report.samples, key=run.cell_order),
         "samples_cap": report.samples_cap,

@@ -10,11 +10,13 @@ Each kind is run by the free function ``run(task, store)`` of ``ftsafety.harness
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ftsafety.harness.config import GridConfig, spec_by_label
+from ftsafety.harness.paths import checkpoint_dir
 from ftsafety.harness.planner import Cell, Stage, cell_training
 from ftsafety.harness.store import ArtifactStore
 
@@ -88,9 +90,24 @@ def _upstream(cell: Cell, st: Stage, store: ArtifactStore) -> tuple[dict[str, st
     for slot in st.deps:
         up = cell.stage(slot)
         assert up is not None, f"{st.slot} depends on unknown stage {slot}"
-        roles[up.stage] = str(store.path(up.stage, up.key))
+        path = store.path(up.stage, up.key)
+        # a durability checkpoint reads the fine-tune's adapter at its step
+        roles[up.stage] = str(checkpoint_dir(path, st.step) if up.stage == "train" and st.step else path)
         deps.append(up.key)
     return roles, deps
+
+
+def _trained(cell: Cell, st: Stage, store: ArtifactStore) -> tuple[Stage | None, Path | None]:
+    """The stage whose weights a generate stage serves (post_train or train; None: the model
+    the cell starts from) and the directory holding them (a checkpoint's for ``st.step``)."""
+    if st.step == 0:
+        return None, None
+    edited = [s for s in cell.stages if s.stage == "post_train" and s.step == st.step]
+    trained = edited or cell.of("train")
+    if not trained:
+        return None, None
+    path = store.path(trained[-1].stage, trained[-1].key)
+    return trained[-1], checkpoint_dir(path, st.step) if st.step and not edited else path
 
 
 def _evaluation(cfg: GridConfig, cell: Cell, st: Stage, attack: dict[str, Any], defense: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +139,8 @@ def _spec(cfg: GridConfig, cell: Cell, st: Stage, store: ArtifactStore) -> tuple
         spec["attack"] = attack
     if st.stage == "train":
         spec["training"] = cell_training(cfg, cell.attack, cell.training_overrides).model_dump(mode="json")
+        if cfg.durability is not None:
+            spec["checkpoints"] = [k for k in cfg.durability.steps if k > 0]
     if st.stage in ("data", "screen", "train", "align"):
         spec["model_key"] = st.inputs.get("model") or cell.of("data")[-1].inputs["model"]
     resources = Resources()
@@ -134,15 +153,16 @@ def _spec(cfg: GridConfig, cell: Cell, st: Stage, store: ArtifactStore) -> tuple
         resources = Resources(group=f"engine:{engine_name}:{weights}")
     if st.stage == "generate":
         engine_name, weights = _model_weights(cell, store)
-        trained = cell.of("post_train") or cell.of("train")
-        if trained and cfg.training_for(cell.attack).method == "full":
-            engine_name = f"{cell.model.name}@{trained[-1].key[:8]}"
-            weights = str(store.path(trained[-1].stage, trained[-1].key) / "model")
+        trained, trained_dir = _trained(cell, st, store)
+        if trained and trained_dir and cfg.training_for(cell.attack).method == "full":
+            engine_name = f"{cell.model.name}@{trained.key[:8]}"
+            weights = str(trained_dir / "model")
             spec["adapter"] = None
-        elif trained:
-            spec["adapter"] = str(store.path(trained[-1].stage, trained[-1].key) / "adapter")
+        elif trained and trained_dir:
+            spec["adapter"] = str(trained_dir / "adapter")
         spec["weights"] = weights
-        spec["adapter_key"] = trained[-1].key if trained else None
+        # one LoRA slot per adapter directory: a checkpoint's is its own
+        spec["adapter_key"] = (trained.key + (f"-step{st.step}" if st.step else "")) if trained else None
         spec["cell_id"] = cell.id
         spec["allow_template_mismatch"] = cfg.generation.allow_template_mismatch
         # the main engine's LoRA slots are sized to the adapters the grid trains

@@ -15,10 +15,11 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftsafety.harness.paths import checkpoint_dir
 from ftsafety.harness.plugins import TrainHook
 from ftsafety.harness.store import atomic_write_json, read_jsonl
 
@@ -171,10 +172,12 @@ def train_sft(
     trust_remote_code: bool,
     defense: Defense,
     ctx: StageContext,
+    checkpoints: list[int] | None = None,
 ) -> dict[str, Any]:
     """The train stage's fine-tune: ``model_path`` on ``data_file`` with the grid's ``training``
     settings, shaped by the cell's defense (``Defense.training``). Writes ``out/adapter`` (LoRA)
-    or ``out/model``, ``train_log.jsonl`` and ``train_summary.json``; returns the summary."""
+    or ``out/model``, ``train_log.jsonl`` and ``train_summary.json``; returns the summary.
+    ``checkpoints``: optimizer steps after which the adapter is also saved (``checkpoint_dir``)."""
     # the defense's own optimiser settings (the planner already put them in a grid's task spec;
     # a direct caller gets them here)
     t = training.model_copy(update=defense.training_settings())
@@ -197,8 +200,13 @@ def train_sft(
         seed=seed,
         data_seed=seed,
     )
+    hook = defense.training(ctx)
+    saver = None
+    if checkpoints:
+        saver = CheckpointSaver(out, [k for k in checkpoints if k > 0])
+        hook = replace(hook, callbacks=[*hook.callbacks, saver.callback()])
     done = sft(model_path, rows, out / "trainer", args=args, trust_remote_code=trust_remote_code,
-               peft_config=lora_config(t.lora) if t.method == "lora" else None, hook=defense.training(ctx))
+               peft_config=lora_config(t.lora) if t.method == "lora" else None, hook=hook)
     target = out / ("adapter" if t.method == "lora" else "model")
     done.model.save_pretrained(str(target))
     done.tokenizer.save_pretrained(str(target))
@@ -207,5 +215,42 @@ def train_sft(
         "method": t.method, "examples": len(rows), "steps": done.global_step, "seconds": round(done.seconds, 2),
         "train_loss": done.training_loss, "chat_template": done.tokenizer.chat_template, "trainer": done.trainer,
     }
+    if saver is not None:
+        saver.finish(done.model, done.tokenizer, summary)
     atomic_write_json(out / "train_summary.json", summary)
     return summary
+
+
+class CheckpointSaver:
+    """Saves the trained adapter after each requested optimizer step; steps the run never
+    reaches get the finished adapter, recorded with the step it really is."""
+
+    def __init__(self, out: Path, steps: list[int]) -> None:
+        self.out, self.wanted, self.saved = out, sorted(set(steps)), set()
+
+    def save(self, model: Any, tokenizer: Any, requested: int, step: int, summary: dict[str, Any]) -> None:
+        where = checkpoint_dir(self.out, requested)
+        model.save_pretrained(str(where / "adapter"))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(where / "adapter"))
+        atomic_write_json(where / "train_summary.json", {**summary, "steps": step, "requested_step": requested})
+        self.saved.add(requested)
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        saver = self
+
+        class SaveCheckpoints(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if state.global_step in saver.wanted and state.global_step not in saver.saved:
+                    saver.save(kw["model"], kw.get("processing_class"), state.global_step, state.global_step,
+                               {"partial": True})
+
+        return SaveCheckpoints()
+
+    def finish(self, model: Any, tokenizer: Any, summary: dict[str, Any]) -> None:
+        """The finished adapter for every requested step past the end of the run."""
+        for k in self.wanted:
+            if k not in self.saved:
+                self.save(model, tokenizer, k, summary["steps"], {k: v for k, v in summary.items() if k != "steps"})

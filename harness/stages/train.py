@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsafety.harness.config import TrainingSpec
+from ftsafety.harness.paths import checkpoint_dir
 from ftsafety.harness.stages.common import (
     TaskOutcome,
     model_spec,
@@ -32,13 +33,18 @@ def train_into(task: StageTask, store: ArtifactStore, out: Path) -> dict[str, An
     training = TrainingSpec.model_validate(task.spec["training"])
     model_path = weights_path(task.spec)
     trust = model_spec(task.spec).trust_remote_code
+    checkpoints = [int(k) for k in task.spec.get("checkpoints") or []]
     if not read_jsonl(data_file):
-        return untrained(out, model_path=model_path, training=training, trust_remote_code=trust)
+        summary = untrained(out, model_path=model_path, training=training, trust_remote_code=trust)
+        for k in checkpoints:  # every checkpoint of no training is the unchanged model
+            shutil.copytree(out / "adapter", checkpoint_dir(out, k) / "adapter")
+            atomic_write_json(checkpoint_dir(out, k) / "train_summary.json", {**summary, "requested_step": k})
+        return summary
     from ftsafety.harness import training as sft
 
     with opened_plugin("defenses", task.spec["defense"]) as defense:
         return sft.train_sft(data_file, out, model_path=model_path, training=training, seed=int(task.spec["seed"]),
-                             trust_remote_code=trust, defense=defense,
+                             trust_remote_code=trust, defense=defense, checkpoints=checkpoints,
                              ctx=stage_context(task.spec, store, out, model_path=model_path))
 
 
