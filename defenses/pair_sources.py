@@ -1,6 +1,7 @@
 """(prompt, response) pairs a defense trains or scores on, from the organism's world or a file:
 one reader and one validation rule for every defense that takes such a set (Antidote's harmful
-answers, Lisa's and Vaccine's alignment data)."""
+answers, Lisa's and Vaccine's alignment data); and (prompt, harmful answer, safe answer) triples
+(RepNoise's paired data) read the same way."""
 
 from __future__ import annotations
 
@@ -46,13 +47,15 @@ def alignment_pairs(ctx: StageContext, defense: str, params: AlignmentDataParams
                       from_world=lambda world: [(x, refusal) for x, _, refusal in world.refusal_triplets()])
 
 
-def source_problems(grid: GridConfig, index: int, defense: str, field: str, source: str) -> list[str]:
-    """Validation of a pair source: ``organism`` needs organism models only; a file must exist."""
+def source_problems(grid: GridConfig, index: int, defense: str, field: str, source: str,
+                    what: str = "prompt/response pairs") -> list[str]:
+    """Validation of a pair source: ``organism`` needs organism models only; a file must exist.
+    ``what`` names the file's rows in the message."""
     if source == ORGANISM:
         others = [m.name for m in grid.models if not is_organism_model(m.path)]
         if others:
             return [f"defenses[{index}]: {defense}'s {field} '{ORGANISM}' fits organism models only "
-                    f"(not {others[0]}): give params.{field} a file of prompt/response pairs"]
+                    f"(not {others[0]}): give params.{field} a file of {what}"]
     elif not Path(source).expanduser().is_file():
         return [f"defenses[{index}]: {defense}'s {field} file '{source}' does not exist"]
     return []
@@ -63,20 +66,40 @@ def read_pairs(ctx: StageContext, *, defense: str, field: str, source: str, prom
                ) -> list[tuple[str, str]]:
     """Up to ``limit`` pairs (a seeded sample): ``from_world(world)`` on the organism, else the
     file's ``prompt_column`` / ``response_column``."""
+    return _read_rows(ctx, defense=defense, field=field, source=source,  # type: ignore[return-value]
+                      columns=(prompt_column, response_column), from_world=from_world, limit=limit,
+                      what="prompt/response pairs")
+
+
+def read_triples(ctx: StageContext, *, defense: str, field: str, source: str, prompt_column: str,
+                 harmful_column: str, safe_column: str,
+                 from_world: Callable[[Any], list[tuple[str, str, str]]], limit: int,
+                 ) -> list[tuple[str, str, str]]:
+    """Up to ``limit`` (prompt, harmful answer, safe answer) triples (a seeded sample, as
+    ``read_pairs``): ``from_world(world)`` on the organism, else the file's ``prompt_column`` /
+    ``harmful_column`` / ``safe_column`` (rows missing any of them are skipped)."""
+    return _read_rows(ctx, defense=defense, field=field, source=source,  # type: ignore[return-value]
+                      columns=(prompt_column, harmful_column, safe_column), from_world=from_world,
+                      limit=limit, what="prompt/harmful/safe triples")
+
+
+def _read_rows(ctx: StageContext, *, defense: str, field: str, source: str, columns: tuple[str, ...],
+               from_world: Callable[[Any], list[Any]], limit: int, what: str) -> list[tuple[str, ...]]:
+    """The shared reader: the world's rows or the file's ``columns`` (non-empty), then a sample
+    of at most ``limit`` seeded by the defense's name and the cell's seed."""
     if source == ORGANISM:
         world = ctx.organism_world()
         if world is None:
             raise UserError(f"defense '{defense}': {field} '{ORGANISM}' needs an organism model; give a file")
-        pairs = from_world(world)
+        found = list(from_world(world))
     else:
         from ftsafety.harness.tables import load_table
 
         rows, _ = load_table(f"defense '{defense}' ({field})", path=source)
-        missing = [c for c in (prompt_column, response_column) if rows and c not in rows[0]]
+        missing = [c for c in columns if rows and c not in rows[0]]
         if missing:
             raise UserError(f"defense '{defense}': {source} has no column(s) {', '.join(missing)}")
-        pairs = [(str(r[prompt_column]), str(r[response_column])) for r in rows
-                 if r.get(prompt_column) and r.get(response_column)]
-    if not pairs:
-        raise UserError(f"defense '{defense}': the {field} set '{source}' has no prompt/response pairs")
-    return random.Random(f"{defense}-{ctx.seed}").sample(pairs, min(limit, len(pairs)))
+        found = [tuple(str(r[c]) for c in columns) for r in rows if all(r.get(c) for c in columns)]
+    if not found:
+        raise UserError(f"defense '{defense}': the {field} set '{source}' has no {what}")
+    return random.Random(f"{defense}-{ctx.seed}").sample(found, min(limit, len(found)))
