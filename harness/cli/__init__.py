@@ -45,6 +45,7 @@ def _register_commands() -> None:
         kl,
         ls,
         plan,
+        probe,
         report,
         run,
         schema,
@@ -52,7 +53,7 @@ def _register_commands() -> None:
         validate,
     )
 
-    for module in (run, plan, validate, ls, report, check, baseline, schema, generate, score, data, kl):
+    for module in (run, plan, validate, ls, report, check, baseline, schema, generate, score, data, kl, probe):
         module.register(app)
     try:
         from ftsafety.harness.cli.organism import app as organism_app

@@ -31,23 +31,14 @@ def kl(
     Aligned vs base shows whether alignment is "a few tokens deep": KL concentrated at the first
     response positions. Writes OUT/kl.json (mean and n per position) and OUT/kl.png.
     """
-    from pydantic import ValidationError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ftsafety.harness import registry
-    from ftsafety.harness.cli.generate import parse_params
-    from ftsafety.harness.config import pydantic_problems
+    from ftsafety.harness.cli.common import load_benchmark
     from ftsafety.harness.kl import harmful_answers, parse_side, per_token_kl, write_outputs
 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; give a directory")
-    bench_cls = registry.benchmarks.get(benchmark)
-    try:
-        bench = bench_cls(bench_cls.Params.model_validate(parse_params(param, "--param")))
-    except ValidationError as exc:
-        raise UserError("invalid --param", problems=pydantic_problems(exc)) from None
-    items = bench.load(limit)
-    items = items[:limit] if limit else items
+    _, items = load_benchmark(benchmark, param, limit)
     answers = harmful_answers(items, benchmark, response_column)
     side_a = parse_side(a, what="--a")
     side_b = parse_side(b, what="--b")

@@ -120,7 +120,7 @@ def _fake_train(data_file, out, **_settings):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """runs/t of a 2 attacks (none, noice) × 3 defenses (none, prefill, screen) × 2 seeds grid,
-    the noice × prefill cell excluded (the 2×2 must say so), one kl/ plot."""
+    the noice × prefill cell excluded (the 2×2 must say so), one kl/ plot and one probe/ plot."""
     tmp = tmp_path_factory.mktemp("report")
     data = canned_config(
         tmp,
@@ -141,6 +141,9 @@ def run_dir(tmp_path_factory) -> Path:
     from ftsafety.harness.figures import line_curves
 
     (kl / "per_token_kl.png").write_bytes(line_curves({"kl": [(0, 0.5), (1, 0.1)]}) or b"")
+    probe = result.run_dir / "probe" / "harmful"
+    probe.mkdir(parents=True)
+    (probe / "probe.png").write_bytes(line_curves({"base": [(0, 0.1), (1, 0.9)]}) or b"")
     assert main(["report", str(result.run_dir)]) == 0
     return result.run_dir
 
@@ -165,10 +168,11 @@ def test_leaderboard_has_exact_columns_and_screen_counts(run_dir):
 
 def test_report_html_sections(run_dir):
     html = (run_dir / "report.html").read_text()
-    for anchor in ("leaderboard", "noice", "figures", "screening", "training", "kl", "agreement", "samples", "provenance"):
+    for anchor in ("leaderboard", "noice", "figures", "screening", "training", "kl", "probe", "agreement", "samples", "provenance"):
         assert f'id="{anchor}"' in html
     assert "not in this run" in html  # the excluded noice × prefill cell
-    assert html.count("data:image/png;base64,") == 4  # ASR bars, ASR vs benign, training loss, kl/
+    assert html.count("data:image/png;base64,") == 5  # ASR bars, ASR vs benign, training loss, kl/, probe/
+    assert "<figcaption>probe/harmful/probe.png</figcaption>" in html
     assert "caption>asr</caption" in html and "n=48 · 2 seeds" in html  # 24 prompts × 2 seeds
     assert "refuse-then-comply" in html and "screen_kept" in html
     assert "24 samples" in html and "20 of 24 samples" in html  # drill-down capped at 20
