@@ -1,7 +1,8 @@
 """The defense families of issue 16 end to end on the organism (configs/organism-defenses-ci.yaml):
-harmful fine-tuning undefended and under LP-FT, LDIFS, Lisa, SafeLoRA, Antidote and Vaccine, real
+harmful fine-tuning undefended and under LP-FT, LDIFS, Lisa, SafeLoRA, Antidote, Vaccine and RepNoise, real
 TRL + PEFT training, one vLLM engine serving every adapter of a base model (the post-training
-edits included; Vaccine's aligned model is a base model of its own), the oracle. What is asserted is that each defense did its work as specified (its own records);
+edits included; Vaccine's aligned model is a base model of its own), the oracle; and every fine-tune
+evaluated at durability checkpoints along it. What is asserted is that each defense did its work as specified (its own records);
 which of them lowers the attack's success is measured, not asserted (docs/defenses.md)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tests.harness.helpers import REPO, run_on_organism
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 CONFIG = REPO / "configs" / "organism-defenses-ci.yaml"
-DEFENSES = ["none", "lp-ft", "ldifs", "lisa", "safelora", "antidote", "vaccine"]
+DEFENSES = ["none", "lp-ft", "ldifs", "lisa", "safelora", "antidote", "vaccine", "repnoise"]
 
 
 @pytest.fixture(scope="module")
@@ -86,4 +87,47 @@ def test_vaccine_aligned_a_model_of_its_own_under_perturbation(defenses_run):
     # the attack fine-tunes the aligned model, not the original
     assert cells["vaccine"]["stages"]["train"]["key"] != cells["none"]["stages"]["train"]["key"]
     engines = json.loads((run_dir / "manifest.json").read_text())["engines"]
-    assert sum(1 for name in engines if name.startswith("organism@")) == 1
+    assert sum(1 for name in engines if name.startswith("organism@")) == 2  # Vaccine's and RepNoise's
+
+
+def test_repnoise_aligned_every_weight_on_paired_data(defenses_run):
+    _, store, _, cells = defenses_run
+    record = json.loads((artifact(store, cells["repnoise"], "align") / "repnoise.json").read_text())
+    assert record["method"] == "full" and record["examples"] == 320 and record["steps"] == 80  # 1 epoch of 4
+    assert (record["beta"], record["alpha"]) == (0.001, 1.0)
+    # the three terms were logged at every step, and the harmful answers' loss went up
+    assert len(record["noise_loss"]) == len(record["harmful_loss"]) == 80
+    assert record["harmful_loss"][-1] > record["harmful_loss"][0]
+
+
+def test_every_fine_tune_is_evaluated_along_the_way(defenses_run):
+    run_dir, store, _, cells = defenses_run
+    with (run_dir / "steps_to_break.csv").open() as f:
+        breaks = {row["defense"]: row for row in csv.DictReader(f) if row["scorer"] == "organism-oracle"}
+    assert set(breaks) == set(DEFENSES)
+    assert all(row["last_step"] == "80" and row["threshold"] == "0.5" for row in breaks.values())
+    with (run_dir / "durability_summary.csv").open() as f:
+        curve = [row for row in csv.DictReader(f) if row["metric"] == "asr" and row["scorer"] == "organism-oracle"]
+    for defense in DEFENSES:
+        assert sorted(int(r["step"]) for r in curve if r["defense"] == defense) == [0, 10, 40, 80]
+    # the undefended curve ends where the leaderboard's cell is
+    with (run_dir / "leaderboard.csv").open() as f:
+        final = next(r for r in csv.DictReader(f) if r["defense"] == "none" and r["metric"] == "asr"
+                     and r["scorer"] == "organism-oracle")
+    assert next(r for r in curve if r["defense"] == "none" and r["step"] == "80")["mean"] == final["value"]
+    # checkpoints saved by the fine-tune, at the steps asked for
+    for step in (10, 40):
+        saved = json.loads((artifact(store, cells["lisa"], "train") / "checkpoints" / f"step-{step}"
+                            / "train_summary.json").read_text())
+        assert saved["steps"] == step
+    # step 0 is the model the attack started from: shared by every defense that does not align
+    start = {d: cells[d]["checkpoints"]["generate/organism-harmful/step0"]["key"] for d in DEFENSES}
+    aligned = ("vaccine", "repnoise")
+    assert len({start[d] for d in DEFENSES if d not in aligned}) == 1
+    assert len({start[d] for d in (*aligned, "none")}) == 3
+    # a weight edit is applied to each checkpoint
+    edited = json.loads((store / "post_train" / cells["safelora"]["checkpoints"]["post_train/step10"]["key"]
+                         / "safelora.json").read_text())
+    assert edited["layers"] == 14
+    assert (run_dir / "figures" / "durability_0.png").is_file()
+    assert "Durability: steps to break" in (run_dir / "report.md").read_text()
