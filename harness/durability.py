@@ -66,11 +66,11 @@ def durability_rows(run_dir: Path, records: list[dict[str, Any]], store: Artifac
         if final is None:
             continue
         # (benchmark, step) -> the stages that were judged and scored for that model
-        by_step: dict[int, dict[str, dict[str, Any]]] = {final: rec["stages"]}
+        by_step: dict[int, dict[str, dict[str, Any]]] = {final: dict(rec["stages"])}
         for slot, st in points.items():
             step = held.get(st["step"], st["step"]) if st["step"] else 0
-            if step == final and st["step"] != final:
-                continue  # past the end: the finished fine-tune, already in
+            if step == final:
+                continue  # the finished fine-tune (a step at or past its end; a run of no steps): in already
             by_step.setdefault(step, {})[slot.rsplit("/", 1)[0]] = st
         ident = {"run": run_dir.name, "model": rec["model"], "attack": rec["attack"], "defense": rec["defense"],
                  "seed": rec["seed"], "baseline": rec.get("baseline") or "", "cell_id": rec["cell_id"]}

@@ -127,3 +127,66 @@ def test_seeds_that_disagree_widen_the_interval():
     assert found["stb_low"] == 5 and found["stb_high"] == 20
     at10 = next(c for c in curves if c["step"] == 10)
     assert at10["ci_low"] < 0.5 < at10["mean"]  # broken on average, not surely
+
+
+def _stored(store: ArtifactStore, kind: str, key: str, files: dict[str, Any]) -> None:
+    import json
+
+    with store.writing(kind, key, {}) as out:
+        for name, content in files.items():
+            path = out / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, list):
+                path.write_text("".join(json.dumps(r) + "\n" for r in content))
+            else:
+                path.write_text(json.dumps(content))
+
+
+def _evaluated(store: ArtifactStore, name: str, harmful: int, slot_suffix: str = "") -> dict[str, dict[str, Any]]:
+    """A generate and a score artifact of 4 harmful prompts, ``harmful`` of them judged harmful."""
+    gen = [{"sample_id": f"s{i}", "kind": "harmful", "response": "r"} for i in range(4)]
+    scores = [{"sample_id": f"s{i}", "scorer": "oracle", "harmful": i < harmful, "refused": i >= harmful,
+               "status": "ok"} for i in range(4)]
+    _stored(store, "generate", f"gen-{name}", {"generations.jsonl": gen})
+    _stored(store, "score", f"score-{name}", {"scores.jsonl": scores})
+    return {f"generate/b{slot_suffix}": {"stage": "generate", "key": f"gen-{name}", "benchmark": "b", "scorer": None},
+            f"score/b/oracle{slot_suffix}": {"stage": "score", "key": f"score-{name}", "benchmark": "b", "scorer": "oracle"}}
+
+
+def test_curve_points_are_read_at_the_steps_the_checkpoints_hold(tmp_path):
+    from ftsafety.harness.durability import durability_rows
+
+    store = ArtifactStore(tmp_path / "store")
+    # a 30-step run checkpointed at 10 and (past its end) at 50: the latter is the finished model
+    _stored(store, "train", "t", {"train_summary.json": {"steps": 30},
+                                  "checkpoints/step-10/train_summary.json": {"steps": 10},
+                                  "checkpoints/step-50/train_summary.json": {"steps": 30, "requested_step": 50}})
+    stages = {"train": {"stage": "train", "key": "t", "inputs": {"checkpoints": [10, 50]}}, **_evaluated(store, "final", 4)}
+    checkpoints = {}
+    for step, harmful in ((0, 0), (10, 1), (50, 3)):
+        for slot, st in _evaluated(store, f"at{step}", harmful, f"/step{step}").items():
+            checkpoints[slot] = st | {"step": step}
+    record = {"cell_id": "c", "model": "m", "attack": "harmful", "defense": "d", "seed": 0, "baseline": None,
+              "stages": stages, "checkpoints": checkpoints}
+    before = dict(stages)
+    rows = [r for r in durability_rows(tmp_path, [record], store) if r["metric"] == "asr"]
+    assert [(r["step"], r["value"], r["n"]) for r in rows] == [(0, 0.0, 4), (10, 0.25, 4), (30, 1.0, 4)]
+    assert record["stages"] == before  # the record is read, not changed
+
+
+def test_a_fine_tune_of_no_steps_is_one_point_and_its_record_is_left_alone(tmp_path):
+    # a screening defense dropped every example: the "fine-tune" is the start model, step 0
+    from ftsafety.harness.durability import durability_rows
+
+    store = ArtifactStore(tmp_path / "store")
+    _stored(store, "train", "t", {"train_summary.json": {"steps": 0},
+                                  "checkpoints/step-10/train_summary.json": {"steps": 0, "requested_step": 10}})
+    stages = {"train": {"stage": "train", "key": "t", "inputs": {"checkpoints": [10]}}, **_evaluated(store, "final", 0)}
+    checkpoints = {slot: st | {"step": step} for step in (0, 10)
+                   for slot, st in _evaluated(store, f"at{step}", 0, f"/step{step}").items()}
+    record = {"cell_id": "c", "model": "m", "attack": "harmful", "defense": "d", "seed": 0, "baseline": None,
+              "stages": stages, "checkpoints": checkpoints}
+    before = dict(stages)
+    rows = [r for r in durability_rows(tmp_path, [record], store) if r["metric"] == "asr"]
+    assert [(r["step"], r["value"]) for r in rows] == [(0, 0.0)]
+    assert record["stages"] == before
