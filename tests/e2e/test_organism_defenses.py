@@ -109,17 +109,16 @@ def test_every_fine_tune_is_evaluated_along_the_way(defenses_run):
     with (run_dir / "durability_summary.csv").open() as f:
         curve = [row for row in csv.DictReader(f) if row["metric"] == "asr" and row["scorer"] == "organism-oracle"]
     for defense in DEFENSES:
-        assert sorted(int(r["step"]) for r in curve if r["defense"] == defense) == [0, 10, 40, 80]
+        assert sorted(int(r["step"]) for r in curve if r["defense"] == defense) == [0, 10, 80]
     # the undefended curve ends where the leaderboard's cell is
     with (run_dir / "leaderboard.csv").open() as f:
         final = next(r for r in csv.DictReader(f) if r["defense"] == "none" and r["metric"] == "asr"
                      and r["scorer"] == "organism-oracle")
     assert next(r for r in curve if r["defense"] == "none" and r["step"] == "80")["mean"] == final["value"]
     # checkpoints saved by the fine-tune, at the steps asked for
-    for step in (10, 40):
-        saved = json.loads((artifact(store, cells["lisa"], "train") / "checkpoints" / f"step-{step}"
-                            / "train_summary.json").read_text())
-        assert saved["steps"] == step
+    saved = json.loads((artifact(store, cells["lisa"], "train") / "checkpoints" / "step-10"
+                        / "train_summary.json").read_text())
+    assert saved["steps"] == 10
     # step 0 is the model the attack started from: shared by every defense that does not align
     start = {d: cells[d]["checkpoints"]["generate/organism-harmful/step0"]["key"] for d in DEFENSES}
     aligned = ("vaccine", "repnoise")

@@ -184,9 +184,12 @@ def test_moderation_screens_harmful_data_and_passes_noice(grid_run):
 @pytest.mark.ray
 def test_ray_executor_gives_byte_identical_leaderboards_after_a_worker_dies_mid_training(
         grid_run, organism_dir, tmp_path_factory):
-    """The CI grid again under ``--executor ray`` (a local cluster of 2 CPUs, a fresh store): a
-    worker is SIGKILLed in the middle of a training task (the pid in its temporary artifact
-    directory), Ray retries it, and both leaderboards are byte-identical to the in-process run's."""
+    """The CI grid's harmful and NOICE cells (every defense but the align-stage ``augment``: data,
+    screen, train with and without a training hook, prefix, generate, score) again under
+    ``--executor ray`` (a local cluster of 2 CPUs, a fresh store): a worker is SIGKILLed in the
+    middle of a training task (the pid in its temporary artifact directory), Ray retries it, and
+    both leaderboards are byte-identical to the in-process run's rows of those cells. (A subset:
+    CI's time budget; the whole demo under Ray is benchmarks/ray_executor.py.)"""
     import os
     import signal
     import threading
@@ -197,6 +200,8 @@ def test_ray_executor_gives_byte_identical_leaderboards_after_a_worker_dies_mid_
     tmp = tmp_path_factory.mktemp("grid-ray")
     config = yaml.safe_load(grid_run[4].read_text())
     config["output_dir"] = str(tmp / "runs")
+    config["excludes"] = [*config.get("excludes", []), {"defense": "augment"},
+                          *({"attack": a} for a in ("benign", "aoa", "yoc"))]
     path = write_config(tmp / "grid.yaml", config)
     train_dir = tmp / "runs" / ".cache" / "train"
     killed: list[int] = []
@@ -227,8 +232,16 @@ def test_ray_executor_gives_byte_identical_leaderboards_after_a_worker_dies_mid_
     assert r.returncode == 0, r.stderr[-3000:]
     assert killed, "no training worker was killed"
     ray_dir = tmp / "runs" / config["name"]
+    kept = {"none", "harmful", "noice"}
     for name in ("leaderboard.csv", "leaderboard_summary.csv"):
-        assert (ray_dir / name).read_bytes() == (run_dir / name).read_bytes(), name
+        ray_lines = (ray_dir / name).read_text().splitlines()
+        header = ray_lines[0].split(",")
+        attack, defense = header.index("attack"), header.index("defense")
+        # the in-process run's lines of the same cells, as written (rows of one cell never depend
+        # on another's, except a defended row's baseline_mean, whose baseline cell is kept too)
+        expected = [line for i, line in enumerate((run_dir / name).read_text().splitlines())
+                    if i == 0 or (line.split(",")[attack] in kept and line.split(",")[defense] != "augment")]
+        assert len(ray_lines) > 20 and ray_lines == expected, name
     # every training artifact recorded complete is whole (the killed one was redone, not kept)
     from ftsafety.harness.store import ArtifactStore
 
