@@ -139,8 +139,8 @@ def _spec(cfg: GridConfig, cell: Cell, st: Stage, store: ArtifactStore) -> tuple
         spec["attack"] = attack
     if st.stage == "train":
         spec["training"] = cell_training(cfg, cell.attack, cell.training_overrides).model_dump(mode="json")
-        if cfg.durability is not None:
-            spec["checkpoints"] = [k for k in cfg.durability.steps if k > 0]
+        if "checkpoints" in st.inputs:  # what its key says it saves (durability)
+            spec["checkpoints"] = st.inputs["checkpoints"]
     if st.stage in ("data", "screen", "train", "align"):
         spec["model_key"] = st.inputs.get("model") or cell.of("data")[-1].inputs["model"]
     resources = Resources()
