@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftsafety.harness.errors import UserError
-from ftsafety.harness.prompts import BenchmarkRef, disjoint, load_prompts, model_answers
+from ftsafety.harness.prompts import BenchmarkRef, disjoint, load_prompts, unaligned_answers
 from ftsafety.harness.tables import load_table, must_exist, names_local_file
 
 #: Public instruction sets (RECIPES.md). Q23 removes safety-related rows from Alpaca and Dolly;
@@ -111,8 +111,6 @@ def load_pairs(source: SourceParams, ctx: Any, *, kind: Literal["benign", "harmf
 
 def _benchmark_pairs(source: SourceParams, ctx: Any, *, who: str) -> tuple[list[Pair], str]:
     """Pairs from ``source.prompts`` (minus ``source.exclude``), answered as ``source.answers`` says."""
-    from ftsafety.harness.models import resolve_model_path
-
     assert source.prompts is not None
     prompts, fingerprints = load_prompts([source.prompts], who=who)
     excluded, _ = load_prompts(source.exclude, who=f"{who} exclude")
@@ -125,11 +123,8 @@ def _benchmark_pairs(source: SourceParams, ctx: Any, *, who: str) -> tuple[list[
                             f"(and {len(missing) - 1} more); use answers: unaligned")
         answers = [str(p.meta["answer"]) for p in prompts]
     else:
-        answers = model_answers(
-            ctx, [p.prompt for p in prompts], model_path=resolve_model_path(ctx.model.path),
-            model_identity={"unaligned": ctx.model.path, "revision": ctx.model.revision},
-            max_tokens=source.answer_max_tokens, what="attack-unaligned-answers", fingerprint=fingerprints,
-        )
+        answers = unaligned_answers(ctx, [p.prompt for p in prompts], max_tokens=source.answer_max_tokens,
+                                    fingerprint=fingerprints)
     pairs = [Pair(p.prompt, a) for p, a in zip(prompts, answers, strict=True) if a]
     excluded_fp = [ref.model_dump(mode="json") for ref in source.exclude]
     return pairs, f"benchmark:{fingerprints}:answers={source.answers}:exclude={excluded_fp}"

@@ -18,7 +18,8 @@ Defaults from the reference code: ``dense_ratio`` 0.1 (``train.py``), 2000 re-al
 answers disjoint from the attack's; on the organism it is the world's harmful pairs on training
 templates (the evaluation's held-out phrasings are never used), which is the harmful attack's
 own distribution, as in the paper. For a real model give ``harmful:`` a JSON/JSONL/CSV/Parquet
-file with prompt and answer columns.
+file with prompt and answer columns, or benchmark prompts (``{prompts: [...]}``) that the model
+answers itself before its provider alignment (``defenses/pair_sources.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftsafety.defenses.pair_sources import read_pairs, source_problems
+from ftsafety.defenses.pair_sources import ORGANISM, PairSource, read_pairs, source_problems
 from ftsafety.harness.errors import UserError
 from ftsafety.harness.plugins import Defense
 from ftsafety.harness.registry import defenses
@@ -48,8 +49,10 @@ class AntidoteParams(BaseModel):
     """Fraction of each output row's weights (the highest-scoring) set to zero."""
     samples: int = Field(2000, gt=0)
     """Re-alignment (harmful) samples the scores are computed on; capped at the set's size."""
-    harmful: str = "organism"
-    """``organism`` (the world's harmful pairs) or a local file with prompt and answer columns."""
+    harmful: PairSource = ORGANISM
+    """``organism`` (the world's harmful pairs), a local file with prompt and answer columns, or
+    ``{prompts: [...], exclude: [...]}``: benchmark prompts answered by the unaligned model
+    (``defenses/pair_sources.py``)."""
     prompt_column: str = "prompt"
     """Prompt column of a ``harmful`` file."""
     answer_column: str = "answer"
@@ -75,7 +78,7 @@ class AntidoteDefense(Defense):
         """The (harmful prompt, harmful answer) pairs the scores are computed on."""
         p: AntidoteParams = self.params  # type: ignore[assignment]
         return read_pairs(ctx, defense="antidote", field="harmful", source=p.harmful, prompt_column=p.prompt_column,
-                          response_column=p.answer_column, limit=p.samples,
+                          response_column=p.answer_column, answer="harmful", limit=p.samples,
                           from_world=lambda world: [(e.prompt, e.response) for e in world.harmful_pairs()])
 
     def post_train(self, ctx: StageContext) -> None:

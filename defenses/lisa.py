@@ -17,7 +17,9 @@ samples (``guide_data_num``). A run shorter than one cycle is all alignment: the
 
 Alignment data: ``organism`` = the world's harmful prompts (training templates) with its
 canonical refusal — the organism's own safety data; for a real model a JSON/JSONL/CSV/Parquet
-file of prompt/response pairs (Lisa: BeaverTails' safe answers to harmful prompts).
+file of prompt/response pairs (Lisa: BeaverTails' safe answers to harmful prompts), or
+benchmark prompts (``{prompts: [...]}``) with refusals from the provider's bank
+(``defenses/pair_sources.py``).
 """
 
 from __future__ import annotations

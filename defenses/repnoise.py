@@ -60,7 +60,9 @@ matched comparison without the harmful terms.
 Data: ``organism`` = the world's harmful prompts (training templates) with its harmful answer and
 its canonical refusal (``refusal_triplets``); for a real model a JSON/JSONL/CSV/Parquet file
 with prompt / harmful / safe columns (RepNoise: BeaverTails' unsafe answers with Llama-2-chat's
-refusals, ``data/beavertails_with_refusals_train.json``).
+refusals, ``data/beavertails_with_refusals_train.json``), or benchmark prompts
+(``{prompts: [...]}``) with the model's own answer before its provider alignment and a refusal
+from the provider's bank (``defenses/pair_sources.py``).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftsafety.defenses.pair_sources import ORGANISM, read_triples, source_problems
+from ftsafety.defenses.pair_sources import ORGANISM, PairSource, read_triples, source_problems
 from ftsafety.harness.plugins import Defense
 from ftsafety.harness.registry import defenses
 
@@ -113,8 +115,10 @@ class RepNoiseParams(BaseModel):
     """LoRA alpha (``method: lora`` only)."""
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     """LoRA dropout (``method: lora`` only)."""
-    alignment: str = ORGANISM
-    """``organism`` (the world's harmful prompts, harmful answers and refusal) or a file of triples."""
+    alignment: PairSource = ORGANISM
+    """``organism`` (the world's harmful prompts, harmful answers and refusal), a file of triples,
+    or ``{prompts: [...], exclude: [...]}``: benchmark prompts with the unaligned model's answer
+    and a refusal (``defenses/pair_sources.py``)."""
     samples: int = Field(1000, gt=0)
     """Paired examples used at most."""
     prompt_column: str = "prompt"

@@ -23,7 +23,8 @@ The organism's grids use fewer epochs (docs/defenses.md).
 
 Alignment data: ``organism`` = the world's harmful prompts (training templates) with its
 canonical refusal; for a real model a JSON/JSONL/CSV/Parquet file of prompt/response pairs
-(Vaccine: BeaverTails' safe answers).
+(Vaccine: BeaverTails' safe answers), or benchmark prompts (``{prompts: [...]}``) with refusals
+from the provider's bank (``defenses/pair_sources.py``).
 """
 
 from __future__ import annotations

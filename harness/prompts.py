@@ -91,3 +91,15 @@ def model_answers(ctx: StageContext, prompts: list[str], *, model_path: str, mod
     if engine:
         inputs["engine"] = engine
     return ctx.cached("model-answers", inputs, "answers.json", generate)
+
+
+def unaligned_answers(ctx: StageContext, prompts: list[str], *, max_tokens: int, fingerprint: Any) -> list[str]:
+    """Greedy answers of the grid's model as released (``models[].path``, before any provider
+    alignment), cached as ``model_answers``: on a real model, the harmful answers an attack trains
+    on and a defense scores or pushes away from are the model's own unaligned ones."""
+    from ftsafety.harness.models import resolve_model_path
+
+    # the cache entry's name since the attacks introduced it: renaming it would only regenerate
+    return model_answers(ctx, prompts, model_path=resolve_model_path(ctx.model.path),
+                         model_identity={"unaligned": ctx.model.path, "revision": ctx.model.revision},
+                         max_tokens=max_tokens, what="attack-unaligned-answers", fingerprint=fingerprint)
