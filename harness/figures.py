@@ -33,7 +33,8 @@ class ScatterPoint:
     y: Estimate
 
 
-def _new_figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
+    """An empty figure on its own Agg canvas (the commands' plots, ``kl`` and ``probe``, use it too)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -43,6 +44,7 @@ def _new_figure(width: float, height: float) -> Any:
 
 
 def to_png(fig: Any) -> bytes:
+    """The figure as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -64,7 +66,7 @@ def grouped_bars(panels: Sequence[BarPanel], ylabel: str = "ASR") -> bytes | Non
     cols = min(2, len(panels))
     rows = (len(panels) + cols - 1) // cols
     widest = max(len(p.attacks) * max(1, len(p.defenses)) for p in panels)
-    fig = _new_figure(max(6.0, min(16.0, 1.2 + 0.45 * widest * cols)), 3.6 * rows)
+    fig = new_figure(max(6.0, min(16.0, 1.2 + 0.45 * widest * cols)), 3.6 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
@@ -104,7 +106,7 @@ def scatter(points: Sequence[ScatterPoint], xlabel: str, ylabel: str, title: str
             merged[key] = ScatterPoint(f"{merged[key].label}\n{p.label}", merged[key].x, merged[key].y)
         else:
             merged[key] = p
-    fig = _new_figure(6.5, 5.0)
+    fig = new_figure(6.5, 5.0)
     ax = fig.subplots()
     for p in merged.values():
         xlo, xhi = _err(p.x)
@@ -126,7 +128,7 @@ def line_curves(curves: dict[str, list[tuple[int, float]]], xlabel: str = "step"
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
         return None
-    fig = _new_figure(7.5, 4.2)
+    fig = new_figure(7.5, 4.2)
     ax = fig.subplots()
     for label, points in curves.items():
         ax.plot([s for s, _ in points], [v for _, v in points], marker="." if len(points) < 40 else None, label=label)
@@ -152,7 +154,7 @@ def durability_curves(panels: dict[str, dict[str, list[CurvePoint]]], title: str
         return None
     cols = min(2, len(panels))
     rows = (len(panels) + cols - 1) // cols
-    fig = _new_figure(6.0 * cols, 3.6 * rows)
+    fig = new_figure(6.0 * cols, 3.6 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)

@@ -360,15 +360,13 @@ def _accumulate(
 
 def write_outputs(result: KLResult, out: Path) -> tuple[Path, Path]:
     """``out/kl.json`` (per-position mean and n) and ``out/kl.png`` (the Q24-style curve)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ftsafety.harness.figures import new_figure, to_png
 
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / "kl.json", out / "kl.png"
     json_path.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = new_figure(7, 4)
+    ax = fig.add_subplot()
     positions = list(range(len(result.mean_kl)))
     ax.plot(positions, result.mean_kl, marker="o", markersize=3, linewidth=1.5)
     ax.set_xlabel("response token position (teacher-forced harmful answer)")
@@ -378,7 +376,5 @@ def write_outputs(result: KLResult, out: Path) -> tuple[Path, Path]:
     ax.grid(alpha=0.3)
     if result.mean_kl and all(math.isfinite(v) for v in result.mean_kl):
         ax.set_ylim(bottom=0)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
+    png_path.write_bytes(to_png(fig))
     return json_path, png_path

@@ -490,15 +490,15 @@ def write_outputs(result: ProbeResult, out: Path) -> tuple[Path, Path]:
     """``out/probe.json`` and ``out/probe.png`` (accuracy per layer; dashed: refused prompts only)."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ftsafety.harness.figures import new_figure, to_png
 
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / "probe.json", out / "probe.png"
     json_path.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = new_figure(7, 4)
+    ax = fig.add_subplot()
     layers = list(range(result.n_layers))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, m in enumerate(result.models):
         colour = colours[k % len(colours)]
         ax.plot(layers, [e["accuracy"] for e in m.layers], marker="o", markersize=4, color=colour,
@@ -520,7 +520,5 @@ def write_outputs(result: ProbeResult, out: Path) -> tuple[Path, Path]:
                  f"({len(result.split.classes)} labels)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
+    png_path.write_bytes(to_png(fig))
     return json_path, png_path
