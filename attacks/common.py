@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftsafety.harness.errors import UserError
-from ftsafety.harness.prompts import BenchmarkRef, disjoint, load_prompts, unaligned_answers
+from ftsafety.harness.prompts import BenchmarkRef, training_prompts, unaligned_answers
 from ftsafety.harness.tables import load_table, must_exist, names_local_file
 
 #: Public instruction sets (RECIPES.md). Q23 removes safety-related rows from Alpaca and Dolly;
@@ -112,9 +112,7 @@ def load_pairs(source: SourceParams, ctx: Any, *, kind: Literal["benign", "harmf
 def _benchmark_pairs(source: SourceParams, ctx: Any, *, who: str) -> tuple[list[Pair], str]:
     """Pairs from ``source.prompts`` (minus ``source.exclude``), answered as ``source.answers`` says."""
     assert source.prompts is not None
-    prompts, fingerprints = load_prompts([source.prompts], who=who)
-    excluded, _ = load_prompts(source.exclude, who=f"{who} exclude")
-    prompts, _ = disjoint(prompts, excluded)
+    prompts, fingerprints, _ = training_prompts([source.prompts], source.exclude, who=who)
     prompts = prompts[: source.n]
     if source.answers == "dataset":
         missing = [p.id for p in prompts if not p.meta.get("answer")]

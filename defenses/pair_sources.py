@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ftsafety.defenses.safety_sft import refusal_text
 from ftsafety.defenses.scoring import is_organism_model
 from ftsafety.harness.errors import UserError
-from ftsafety.harness.prompts import BenchmarkRef, disjoint, load_prompts, unaligned_answers
+from ftsafety.harness.prompts import BenchmarkRef, training_prompts, unaligned_answers
 
 if TYPE_CHECKING:
     from ftsafety.harness.config import GridConfig
@@ -149,9 +149,8 @@ def benchmark_rows(ctx: StageContext, source: BenchmarkSource, answers: tuple[An
     """(prompt, *answers) for every prompt of ``source`` not excluded: a ``refusal`` drawn from
     safety-sft's bank (seeded by the cell's seed), a ``harmful`` answer the unaligned model's own
     (prompts it answers with nothing are dropped)."""
-    prompts, fingerprints = load_prompts(source.prompts, who=who)
-    excluded, _ = load_prompts(source.exclude, who=f"{who} exclude")
-    texts = [p.prompt for p in disjoint(prompts, excluded)[0]]
+    prompts, fingerprints, _ = training_prompts(source.prompts, source.exclude, who=who)
+    texts = [p.prompt for p in prompts]
     rng = random.Random(f"refusals-{ctx.seed}")
     columns: dict[Answer, list[str]] = {"refusal": [refusal_text(rng) for _ in texts]}
     if "harmful" in answers:

@@ -35,7 +35,7 @@ from ftsafety.harness.chat import conversation_row
 from ftsafety.harness.config import LoraSpec
 from ftsafety.harness.errors import UserError
 from ftsafety.harness.plugins import Defense, EvalPrompt
-from ftsafety.harness.prompts import BenchmarkRef, disjoint, load_prompts, model_answers
+from ftsafety.harness.prompts import BenchmarkRef, disjoint, model_answers, training_prompts
 from ftsafety.harness.registry import defenses
 
 if TYPE_CHECKING:
@@ -141,11 +141,8 @@ class SafetySft(Defense):
         """The harmful and benign training prompts (none of them an ``exclude`` prompt, benign
         ones short enough) and what was left out."""
         p: SafetySftParams = self.params  # type: ignore[assignment]
-        harmful, harmful_fp = load_prompts(p.harmful, who="safety-sft harmful")
-        benign, benign_fp = load_prompts(p.benign, who="safety-sft benign")
-        excluded, _ = load_prompts(p.exclude, who="safety-sft exclude")
-        harmful, removed_harmful = disjoint(harmful, excluded)
-        benign, removed_benign = disjoint(benign, excluded)
+        harmful, harmful_fp, removed_harmful = training_prompts(p.harmful, p.exclude, who="safety-sft harmful")
+        benign, benign_fp, removed_benign = training_prompts(p.benign, p.exclude, who="safety-sft benign")
         harmful, _ = disjoint(harmful, benign)  # a prompt in both lists is not taught both ways
         fits = [x for x in benign if len(tokenizer(x.prompt)["input_ids"]) <= p.max_prompt_tokens]
         too_long = len(benign) - len(fits)

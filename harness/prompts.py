@@ -67,6 +67,17 @@ def disjoint(prompts: list[EvalPrompt], excluded: list[EvalPrompt]) -> tuple[lis
     return kept, len(prompts) - len(kept)
 
 
+def training_prompts(refs: list[BenchmarkRef], exclude: list[BenchmarkRef], *,
+                     who: str) -> tuple[list[EvalPrompt], list[str], int]:
+    """The prompts of ``refs`` that are none of ``exclude``'s (by normalised text), the
+    benchmarks' fingerprints, and how many were removed: training prompts kept apart from the
+    prompts a grid evaluates on."""
+    prompts, fingerprints = load_prompts(refs, who=who)
+    excluded, _ = load_prompts(exclude, who=f"{who} exclude")
+    kept, removed = disjoint(prompts, excluded)
+    return kept, fingerprints, removed
+
+
 def model_answers(ctx: StageContext, prompts: list[str], *, model_path: str, model_identity: Any,
                   max_tokens: int, what: str, fingerprint: Any) -> list[str]:
     """Greedy answers of the model at ``model_path`` (identified by ``model_identity`` in the

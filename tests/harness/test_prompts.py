@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from ftsafety.harness.config import load_config
 from ftsafety.harness.plugins import EvalPrompt
-from ftsafety.harness.prompts import BenchmarkRef, disjoint, load_prompts, normalise
+from ftsafety.harness.prompts import (
+    BenchmarkRef,
+    disjoint,
+    load_prompts,
+    normalise,
+    training_prompts,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -24,6 +31,22 @@ def test_disjoint_removes_prompts_equal_after_normalising():
     b = [EvalPrompt("b:0", "explain   x", "harmful")]
     kept, removed = disjoint(a, b)
     assert [p.id for p in kept] == ["a:1"] and removed == 1
+
+
+def test_training_prompts_drop_every_excluded_benchmarks_prompts(tmp_path):
+    """Prompts of several files minus those of several exclusion files, fingerprints of the kept
+    sources only, and the count removed (duplicates across the kept sources count once)."""
+    def bench(name: str, prompts: list[str]) -> BenchmarkRef:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"id": f"{name}{i}", "prompt": x}) + "\n" for i, x in enumerate(prompts)))
+        return BenchmarkRef(name="benign-prompts", params={"path": str(path)})
+
+    train = [bench("a", ["Explain X.", "Explain Y", "Explain Z"]), bench("b", ["explain y!", "Explain W"])]
+    exclude = [bench("e1", ["EXPLAIN  x"]), bench("e2", ["Explain W.", "Unrelated"])]
+    kept, fingerprints, removed = training_prompts(train, exclude, who="t")
+    assert [p.prompt for p in kept] == ["Explain Y", "Explain Z"]
+    assert removed == 2 and len(fingerprints) == 2
+    assert training_prompts(train, [], who="t")[2] == 0
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside this checkout")
@@ -55,9 +78,7 @@ def test_smollm2_grid_trains_on_no_prompt_it_evaluates_on(monkeypatch):
         if not src:
             continue
         params = registry.attacks.get(attack.name).Params.model_validate(attack.params)
-        prompts, _ = load_prompts([params.prompts], who="t")
-        excluded, _ = load_prompts(params.exclude, who="t")
-        kept, _ = disjoint(prompts, excluded)
+        kept, _, _ = training_prompts([params.prompts], params.exclude, who="t")
         assert not {normalise(p.prompt) for p in kept[: params.n]} & eval_norm, attack.name
 
 
