@@ -90,7 +90,9 @@ def test_a_real_organism_adapter_loses_its_top_scoring_weights(organism_dir, org
     assert report["weights_pruned"] == sum(int(v.shape[1] * 0.1) * v.shape[0] for v in before.values())
 
 
-def test_validation_wants_lora_and_a_harmful_set_for_real_models(tmp_path):
+def test_validation_wants_lora_training():
+    """Antidote prunes a LoRA adapter: full fine-tuning is a config error (the safety-data
+    source's checks are shared with the other defenses: test_pair_sources)."""
     grid = {
         "name": "g",
         "models": [{"name": "m", "path": "organism://default"}],
@@ -100,12 +102,7 @@ def test_validation_wants_lora_and_a_harmful_set_for_real_models(tmp_path):
         "scorers": [{"name": "organism-oracle"}],
     }
     validate_config(grid)
-    grid["models"].append({"name": "x", "path": "someone/some-chat-model"})
+    grid["training"] = {"method": "full"}
     with pytest.raises(ConfigError) as err:
         validate_config(grid)
-    assert err.value.problems == ["defenses[1]: antidote's harmful 'organism' fits organism models only (not x): "
-                                  "give params.harmful a file of prompt/response pairs"]
-    grid["defenses"][1]["params"] = {"harmful": str(tmp_path / "missing.jsonl")}
-    with pytest.raises(ConfigError) as err:
-        validate_config(grid)
-    assert err.value.problems == [f"defenses[1]: antidote's harmful file '{tmp_path / 'missing.jsonl'}' does not exist"]
+    assert err.value.problems == ["defenses[1]: antidote prunes LoRA adapters; set training.method: lora"]

@@ -57,6 +57,40 @@ def test_a_benchmark_source_fits_any_model_and_parses_from_a_grid_dict(tmp_path)
     assert "file of" in source_problems(grid, 0, "lisa", "alignment", "organism")[0]
 
 
+@pytest.mark.parametrize(("defense", "field", "rows"), [
+    ("antidote", "harmful", "prompt/response pairs"),
+    ("repnoise", "alignment", "prompt/harmful/safe triples"),
+    ("lisa", "alignment", "prompt/response pairs"),
+    ("vaccine", "alignment", "prompt/response pairs"),
+])
+def test_validation_wants_a_file_or_benchmarks_for_a_real_model(tmp_path, defense: str, field: str, rows: str):
+    """The default ``organism`` source on a grid with a real model is a config error naming the
+    field; so is a missing file; benchmark prompts pass."""
+    from ftsafety.harness.config import validate_config
+    from ftsafety.harness.errors import ConfigError
+
+    grid = {
+        "name": "g",
+        "models": [{"name": "m", "path": "organism://default"}],
+        "attacks": [{"name": "harmful"}],
+        "defenses": [{"name": "none"}, {"name": defense}],
+        "benchmarks": [{"name": "organism-harmful"}],
+        "scorers": [{"name": "organism-oracle"}],
+    }
+    validate_config(grid)
+    grid["models"].append({"name": "x", "path": "someone/some-chat-model"})
+    with pytest.raises(ConfigError) as err:
+        validate_config(grid)
+    assert err.value.problems == [f"defenses[1]: {defense}'s {field} 'organism' fits organism models only (not x): "
+                                  f"give params.{field} a file of {rows}"]
+    grid["defenses"][1]["params"] = {field: str(tmp_path / "missing.jsonl")}
+    with pytest.raises(ConfigError) as err:
+        validate_config(grid)
+    assert err.value.problems == [f"defenses[1]: {defense}'s {field} file '{tmp_path / 'missing.jsonl'}' does not exist"]
+    grid["defenses"][1]["params"] = {field: {"prompts": [_prompts_file(tmp_path, ["x"])]}}
+    validate_config(grid)
+
+
 @pytest.mark.slow
 def test_harmful_answers_are_the_ones_the_harmful_attack_trains_on(organism_dir, tmp_path):
     """On the model as released: the triples' harmful answer is the attack's ``answers: unaligned``."""

@@ -228,29 +228,11 @@ def test_read_triples_from_a_file_and_the_world(tmp_path):
                         limit=3) == [("a", "b", "c")]
 
 
-def test_check_needs_a_file_of_triples_off_the_organism(tmp_path):
+def test_defaults_are_the_reference_codes():
+    """rep_noise_loss's β and α, the demo's lr, epoch and full fine-tuning, the dataset's batch,
+    size and context length (the safety-data checks: test_pair_sources)."""
     from ftsafety.defenses.repnoise import RepNoiseParams
-    from ftsafety.harness.config import validate_config
-    from ftsafety.harness.errors import ConfigError
 
-    grid = {
-        "name": "g",
-        "models": [{"name": "m", "path": "organism://default"}],
-        "attacks": [{"name": "harmful"}],
-        "defenses": [{"name": "none"}, {"name": "repnoise"}],
-        "benchmarks": [{"name": "organism-harmful"}],
-        "scorers": [{"name": "organism-oracle"}],
-    }
-    validate_config(grid)
-    grid["models"].append({"name": "x", "path": "someone/some-chat-model"})
-    with pytest.raises(ConfigError) as err:
-        validate_config(grid)
-    assert err.value.problems == ["defenses[1]: repnoise's alignment 'organism' fits organism models only (not x): "
-                                  "give params.alignment a file of prompt/harmful/safe triples"]
-    grid["defenses"][1]["params"] = {"alignment": str(tmp_path / "missing.jsonl")}
-    with pytest.raises(ConfigError) as err:
-        validate_config(grid)
-    assert err.value.problems == [f"defenses[1]: repnoise's alignment file '{tmp_path / 'missing.jsonl'}' does not exist"]
     p = RepNoiseParams()
     assert (p.beta, p.alpha, p.lr, p.epochs, p.batch_size, p.samples, p.max_length, p.method) == (
         0.001, 1.0, 1e-4, 1.0, 4, 1000, 256, "full")
