@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
 
 from ftsafety.harness.errors import UserError
 from ftsafety.harness.plugins import TrainHook
+from tests.defenses.loss_check import loss_checking
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
@@ -160,24 +161,15 @@ def test_the_optimised_loss_is_the_reference_formula(tmp_path, method: str, beta
     model_dir = build_tiny_model(tmp_path / "tiny")
     tokenizer = build_tokenizer()
 
-    class Recording(RepNoiseSFTTrainer):
-        seen: ClassVar[list[tuple[float, float]]] = []
-        runs: ClassVar[list[Any]] = []
+    def reference(trainer: Any, model: Any, inputs: dict[str, Any]) -> float:
+        harmful = paired_harmful_batch(tokenizer, inputs["input_ids"], inputs["attention_mask"])
+        state = torch.get_rng_state()
+        with torch.no_grad():
+            want = reference_loss(model, inputs, harmful, beta, alpha)
+        torch.set_rng_state(state)  # the trainer draws the same Gaussian noise
+        return want
 
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                         num_items_in_batch: Any = None) -> Any:
-            if not self.runs or self.runs[-1] is not self:
-                self.runs.append(self)
-            harmful = paired_harmful_batch(tokenizer, inputs["input_ids"], inputs["attention_mask"])
-            state = torch.get_rng_state()
-            with torch.no_grad():
-                want = reference_loss(model, inputs, harmful, beta, alpha)
-            torch.set_rng_state(state)  # the trainer draws the same Gaussian noise
-            got = super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                       num_items_in_batch=num_items_in_batch)
-            self.seen.append((float(got.detach()), want))
-            return got
-
+    Recording = loss_checking(RepNoiseSFTTrainer, reference)
     Recording.beta, Recording.alpha = beta, alpha
     Recording.harmful_rows = [{**conversation_row(tokenizer, x, h), PAIR: i} for i, (x, h, _) in enumerate(TRIPLES)]
     safe = [{**conversation_row(tokenizer, x, y), PAIR: i} for i, (x, _, y) in enumerate(TRIPLES)]

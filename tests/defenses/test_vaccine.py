@@ -4,12 +4,13 @@ PyTorch: gradient at the attention outputs, perturbation of norm ρ, second forw
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
 
 from ftsafety.harness.plugins import TrainHook
+from tests.defenses.loss_check import loss_checking
 from tests.harness.backends.tiny_model import CHAT_ROWS
 
 torch = pytest.importorskip("torch")
@@ -71,20 +72,7 @@ def test_the_optimised_loss_is_the_perturbed_pass(tmp_path, rho: float):
     model_dir = build_tiny_model(tmp_path / "tiny")
     tokenizer = build_tokenizer()
 
-    class Recording(VaccineSFTTrainer):
-        seen: ClassVar[list[tuple[float, float]]] = []
-        runs: ClassVar[list[Any]] = []
-
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                         num_items_in_batch: Any = None) -> Any:
-            if not self.runs or self.runs[-1] is not self:
-                self.runs.append(self)
-            want = two_pass_reference(model, inputs, self.rho)
-            got = super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                       num_items_in_batch=num_items_in_batch)
-            self.seen.append((float(got.detach()), want))
-            return got
-
+    Recording = loss_checking(VaccineSFTTrainer, lambda trainer, model, inputs: two_pass_reference(model, inputs, rho))
     Recording.rho = rho
     rows = [conversation_row(tokenizer, p, a) for p, a in CHAT_ROWS]
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
