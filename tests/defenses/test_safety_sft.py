@@ -4,6 +4,7 @@ cached stage per model that every cell of the model starts from)."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,20 @@ def test_bad_alignment_is_reported_with_its_field(alignment: dict, says: str):
     with pytest.raises(ConfigError) as err:
         validate_config(grid(alignment=alignment))
     assert any(p.startswith(says) for p in err.value.problems), err.value.problems
+
+
+def test_which_bank_openings_the_prefix_rule_misses():
+    """Three of the provider's refusal openings are not refusals to METRICS.md's prefix rule; the
+    SmolLM2 defense grid's ``keyword-bank`` scorer adds exactly them. If the bank or the rule
+    changes, this fails, and the grid's scorer and docs/defenses.md want updating."""
+    import yaml
+
+    from ftsafety.evals.scorers.keyword import is_prefix_refusal, keyword_match
+
+    missed = [o for o in REFUSAL_OPENINGS if not is_prefix_refusal(o)]
+    assert missed == ["I'm afraid I can't help with that.", "That's not something I can help with.",
+                      "I'm not going to help with that."]
+    grid = yaml.safe_load((Path(__file__).resolve().parents[2] / "benchmarks/smollm2-defenses.yaml").read_text())
+    bank = next(s for s in grid["scorers"] if s.get("label") == "keyword-bank")
+    extra = tuple(bank["params"]["extra"])
+    assert all(keyword_match(o, "prefix", extra) for o in REFUSAL_OPENINGS)
